@@ -1,0 +1,15 @@
+"""The core's own plugins (projectors), registered through the ``lyra_sdk`` entry point like any other."""
+
+from __future__ import annotations
+
+from .hookspecs import Register, hookimpl
+
+
+@hookimpl
+def register_projectors(register: Register) -> None:
+    """Lyra's speech projector and the generic image projectors."""
+    from .projectors import IdentityProjector, MlpGeluProjector, SimpleMlpProjector
+
+    register("simple_mlp", SimpleMlpProjector)
+    register("identity", IdentityProjector)
+    register("mlp2x_gelu", MlpGeluProjector)

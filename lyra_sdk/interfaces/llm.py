@@ -1,0 +1,108 @@
+"""The LLM backbone interface: token embeddings, a forward on input embeddings with a KV cache, a tokenizer
+and a chat template."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from .base import Configurable, Modality
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What the core needs of a tokenizer."""
+
+    eos_token_ids: list[int]
+    pad_token_id: int
+
+    def encode(self, text: str) -> list[int]:
+        """Text -> ids, without adding any special token (special-token text such as ``<|im_end|>`` maps to its id)."""
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """Ids -> text."""
+
+
+@dataclass
+class ChatMessage:
+    """One chat turn: ``role`` is ``system``, ``user`` or ``assistant``; ``content`` may hold placeholders."""
+
+    role: str
+    content: str
+
+
+@dataclass
+class LLMOutput:
+    """Result of :meth:`LLMBackbone.forward`.
+
+    ``logits``: (B, L', V) for the last ``logits_to_keep`` positions (all when 0), or None if not asked for;
+    ``hidden_states``: (B, L, D) after the final norm; ``past_key_values``: the cache, when ``use_cache``.
+    """
+
+    logits: Tensor | None
+    hidden_states: Tensor
+    past_key_values: Any | None = None
+
+
+class LLMBackbone(Configurable, nn.Module, ABC):
+    """A decoder-only language model driven by input embeddings.
+
+    ``media_wrappers`` maps a modality to the text placed before and after its placeholder when a prompt is
+    built (Qwen2-VL wraps images in ``<|vision_start|>`` / ``<|vision_end|>``).
+    """
+
+    media_wrappers: ClassVar[dict[Modality, tuple[str, str]]] = {}
+    hidden_size: int
+    vocab_size: int
+    tokenizer: Tokenizer
+
+    @abstractmethod
+    def embed_tokens(self, input_ids: Tensor) -> Tensor:
+        """(B, L) long -> (B, L, hidden_size)."""
+
+    @abstractmethod
+    def forward(
+        self,
+        inputs_embeds: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor | None = None,
+        past_key_values: Any | None = None,
+        use_cache: bool = False,
+        logits_to_keep: int = 0,
+    ) -> LLMOutput:
+        """Run the decoder on ``inputs_embeds`` (B, L, D).
+
+        ``attention_mask`` (B, L_past + L) is 1 for real tokens; ``position_ids`` is (B, L), or (3, B, L)
+        for M-RoPE models; ``logits_to_keep`` = k > 0 computes logits for the last k positions only.
+        """
+
+    @abstractmethod
+    def format_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
+        """Render a conversation with the model's chat template (placeholders are kept as text)."""
+
+    def position_ids(self, attention_mask: Tensor, grids: Sequence[tuple[int, Tensor | None]] | None = None) -> Tensor:
+        """Positions for a left- or right-padded batch: 1-D positions counting real tokens only.
+
+        M-RoPE models override this to give media tokens 3-D positions.
+        """
+        pos = attention_mask.long().cumsum(-1) - 1
+        return pos.clamp(min=0)
+
+    def next_position_ids(self, position_ids: Tensor) -> Tensor:
+        """Positions of the token following each sequence: the largest position so far plus one."""
+        return position_ids.amax(dim=-1, keepdim=True) + 1
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the embedding weights."""
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the weights."""
+        return next(p.dtype for p in self.parameters() if p.is_floating_point())

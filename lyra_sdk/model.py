@@ -1,0 +1,267 @@
+"""The Lyra model: components from plugins wired by one config; encode, fuse, forward, generate, save, load."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .config import ComponentSpec, GenerationOptions, LyraConfig
+from .errors import CheckpointError, LyraError
+from .fusion import FusedBatch, MediaItem, fuse
+from .generation import generate_tokens
+from .interfaces import ComponentKind, Encoder, LLMBackbone, LLMOutput, MediaEmbeddings, Modality, Projector
+from .media.load import load_media
+from .paths import asset_root
+from .prompt import DEFAULT_SYSTEM, Prompt, build_segments, check_prompt
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "lyra_config.json"
+WEIGHTS_FILE = "model.safetensors"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class Lyra(nn.Module):
+    """A speech-centric omni model composed of plugin components.
+
+    Build with :meth:`from_config` (random or pretrained component weights) or :meth:`from_pretrained`
+    (a folder written by :meth:`save_pretrained`).
+    """
+
+    def __init__(self, config: LyraConfig, llm: LLMBackbone, encoders: Mapping[Modality, Encoder],
+                 projectors: Mapping[Modality, Projector], speech_decoder: nn.Module | None = None,
+                 vocoder: nn.Module | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.llm = llm
+        self.encoders = nn.ModuleDict({m.value: e for m, e in encoders.items()})
+        self.projectors = nn.ModuleDict({m.value: p for m, p in projectors.items()})
+        self.speech_decoder = speech_decoder
+        self.vocoder = vocoder
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_config(cls, config: LyraConfig | Mapping[str, Any] | str | os.PathLike,
+                    overrides: Sequence[str] = (), *, host: Any = None) -> "Lyra":
+        """Build every component through its plugin. Weights are random unless a component's options load them.
+
+        ``config`` is a :class:`LyraConfig`, plain data, or a path to a YAML/JSON file. Random weights are
+        seeded by ``config.init_seed``, so one config always gives the same model.
+        """
+        from .plugins import default_host
+
+        host = host or default_host()
+        if isinstance(config, (str, os.PathLike)):
+            config = LyraConfig.load(config, overrides, host=host)
+        elif not isinstance(config, LyraConfig):
+            config = LyraConfig.from_dict(config, overrides, host=host)
+        elif overrides:
+            config = LyraConfig.from_dict(config.to_dict(), overrides, host=host, base_dir=config.base_dir)
+        cpu_rng = torch.random.get_rng_state()
+        torch.manual_seed(config.init_seed)
+        try:
+            with asset_root(config.base_dir):
+                llm = host.build(ComponentKind.LLM, config.llm.plugin, config.llm.options)
+                encoders = {m: host.build(ComponentKind.ENCODER, s.plugin, s.options) for m, s in config.encoders.items()}
+                projectors = {}
+                for m, spec in config.projectors.items():
+                    opts = dict(spec.options)
+                    if "in_dim" in opts and opts["in_dim"] is None:
+                        opts["in_dim"] = encoders[m].output_dim
+                    if "out_dim" in opts and opts["out_dim"] is None:
+                        opts["out_dim"] = llm.hidden_size
+                    projectors[m] = host.build(ComponentKind.PROJECTOR, spec.plugin, opts)
+                    spec.options = projectors[m].saved_options().model_dump(mode="json")
+                for m, enc in encoders.items():
+                    if m not in enc.modalities:
+                        raise LyraError(f"encoder {config.encoders[m].plugin!r} cannot encode {m.value} "
+                                        f"(it supports {', '.join(sorted(x.value for x in enc.modalities))})")
+                speech_decoder = vocoder = None
+                if config.speech_decoder is not None:
+                    speech_decoder = host.build(ComponentKind.SPEECH_DECODER, config.speech_decoder.plugin,
+                                                config.speech_decoder.options)
+                if config.vocoder is not None:
+                    vocoder = host.build(ComponentKind.VOCODER, config.vocoder.plugin, config.vocoder.options)
+        finally:
+            torch.random.set_rng_state(cpu_rng)
+        model = cls(config, llm, encoders, projectors, speech_decoder, vocoder)
+        model.to(_DTYPES[config.dtype])
+        model.apply_trainability()
+        return model.eval()
+
+    def component_specs(self) -> list[tuple[str, ComponentSpec, nn.Module]]:
+        """(dotted path, spec, module) for every built component."""
+        cfg = self.config
+        out: list[tuple[str, ComponentSpec, nn.Module]] = [("llm", cfg.llm, self.llm)]
+        out += [(f"encoders.{m.value}", s, self.encoders[m.value]) for m, s in cfg.encoders.items()]
+        out += [(f"projectors.{m.value}", s, self.projectors[m.value]) for m, s in cfg.projectors.items()]
+        if self.speech_decoder is not None and cfg.speech_decoder is not None:
+            out.append(("speech_decoder", cfg.speech_decoder, self.speech_decoder))
+        if self.vocoder is not None and cfg.vocoder is not None:
+            out.append(("vocoder", cfg.vocoder, self.vocoder))
+        return out
+
+    def apply_trainability(self) -> None:
+        """Set ``requires_grad`` per component from its ``trainable`` setting (``lora`` freezes the base weights)."""
+        for _, spec, module in self.component_specs():
+            for p in module.parameters():
+                p.requires_grad_(spec.trainable == "full")
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the LLM."""
+        return self.llm.device
+
+    @property
+    def modalities(self) -> set[Modality]:
+        """Modalities this model can take as input."""
+        return {Modality(m) for m in self.encoders}
+
+    # ------------------------------------------------------------------ inputs
+
+    def encode_media(self, modality: Modality, items: Sequence[Any]) -> list[MediaItem]:
+        """Load, featurize, encode and project media items of one modality -> per item (n_tokens, D) + grid.
+
+        Rows that belong to one item (e.g. 30 s windows of a long recording) are concatenated in order and
+        only their valid tokens are kept.
+        """
+        encoder: Encoder = self.encoders[modality.value]
+        projector: Projector = self.projectors[modality.value]
+        loaded = [load_media(modality, it) for it in items]
+        feats = encoder.featurize(loaded)
+        p = next(encoder.parameters(), None)
+        if p is not None:
+            feats = feats.to(p.device, p.dtype)
+        out: MediaEmbeddings = projector(encoder(feats))
+        per_item: list[list[Tensor]] = [[] for _ in items]
+        grids: list[Tensor | None] = [None] * len(items)
+        for row, item in enumerate(feats.row_item):
+            per_item[item].append(out.embeddings[row][out.mask[row]])
+            if out.grids is not None:
+                grids[item] = out.grids[row]
+        return [(torch.cat(rows, dim=0), grids[i]) for i, rows in enumerate(per_item)]
+
+    def prepare(self, prompts: Sequence[Prompt | str], padding_side: str = "left") -> FusedBatch:
+        """Check prompts against their media, encode all media of the batch per modality, and fuse."""
+        prompts = [Prompt(p) if isinstance(p, str) else p for p in prompts]
+        if not prompts:
+            raise LyraError("no prompts given")
+        media = [check_prompt(p, self.modalities, i) for i, p in enumerate(prompts)]
+        encoded: list[dict[Modality, list[MediaItem]]] = [{} for _ in prompts]
+        for m in Modality:
+            owners = [(b, k) for b, md in enumerate(media) for k in range(len(md.get(m, [])))]
+            if not owners:
+                continue
+            items = self.encode_media(m, [media[b][m][k] for b, k in owners])
+            for (b, _), item in zip(owners, items, strict=True):
+                encoded[b].setdefault(m, []).append(item)
+        segments = []
+        for p in prompts:
+            system = self.config.system_prompt if p.system is DEFAULT_SYSTEM else p.system
+            segments.append(build_segments(self.llm, p, system))
+        return fuse(segments, encoded, self.llm.embed_tokens, self.llm.tokenizer.pad_token_id, padding_side,
+                    device=self.device)
+
+    def position_ids(self, batch: FusedBatch) -> Tensor:
+        """Positions for a fused batch (1-D, or 3-D for M-RoPE backbones)."""
+        grids = [[(s.start, s.grid) for s in spans] for spans in batch.spans]
+        return self.llm.position_ids(batch.attention_mask, grids if any(grids) else None)
+
+    # ------------------------------------------------------------------ forward / generate
+
+    def forward(self, batch: FusedBatch, compute_loss: bool = True) -> tuple[LLMOutput, Tensor | None]:
+        """Full-sequence forward; the cross-entropy loss on ``batch.labels`` when any label is set."""
+        out = self.llm(batch.inputs_embeds, batch.attention_mask, position_ids=self.position_ids(batch))
+        loss = None
+        if compute_loss and bool((batch.labels != -100).any()):
+            logits = out.logits[:, :-1].float()
+            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.labels[:, 1:].reshape(-1),
+                                               ignore_index=-100)
+        return out, loss
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Prompt | str] | Prompt | str, options: GenerationOptions | None = None,
+                 **overrides: Any) -> list[str]:
+        """Answer each prompt; returns the decoded texts. ``overrides`` set :class:`GenerationOptions` fields."""
+        texts, _ = self.generate_ids(prompts, options, **overrides)
+        return texts
+
+    @torch.no_grad()
+    def generate_ids(self, prompts: Sequence[Prompt | str] | Prompt | str, options: GenerationOptions | None = None,
+                     **overrides: Any) -> tuple[list[str], list[list[int]]]:
+        """Like :meth:`generate`, also returning the generated token ids."""
+        if isinstance(prompts, (str, Prompt)):
+            prompts = [prompts]
+        opts = (options or self.config.generation).model_copy(update=overrides)
+        opts = GenerationOptions.model_validate(opts.model_dump())
+        batch = self.prepare(prompts, padding_side="left")
+        out = generate_tokens(self.llm, batch.inputs_embeds, batch.attention_mask, self.position_ids(batch), opts)
+        texts = [self.llm.tokenizer.decode(ids, skip_special_tokens=True) for ids in out.sequences]
+        return texts, out.sequences
+
+    def chat(self, text: str, **media: Any) -> str:
+        """One prompt, media by keyword (``speech="q.wav"``, ``image=[...]``); returns the answer text."""
+        items = {k: (v if isinstance(v, (list, tuple)) else [v]) for k, v in media.items() if v is not None}
+        return self.generate([Prompt(text, items)])[0]
+
+    # ------------------------------------------------------------------ save / load
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``lyra_config.json`` (architecture-only options) and ``model.safetensors`` (all weights)."""
+        from safetensors.torch import save_model
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        cfg = self.config.model_copy(deep=True)
+        for path, spec, module in self.component_specs():
+            target = _spec_at(cfg, path)
+            target.options = module.export(out).model_dump(mode="json")
+        tmp = out / (WEIGHTS_FILE + ".tmp")
+        save_model(self, str(tmp))
+        os.replace(tmp, out / WEIGHTS_FILE)
+        (out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2), encoding="utf-8")
+        return out
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *, host: Any = None) -> "Lyra":
+        """Load a folder written by :meth:`save_pretrained`; relative paths in it resolve against the folder."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_model
+
+        folder = Path(directory).expanduser()
+        if not folder.is_dir():
+            raise CheckpointError(f"model folder not found: {folder}")
+        cfg_file, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+        if not cfg_file.exists():
+            raise CheckpointError(f"{folder} is not a Lyra model folder: {CONFIG_FILE} is missing")
+        if not weights.exists():
+            raise CheckpointError(f"{folder}: {WEIGHTS_FILE} is missing")
+        try:
+            data = json.loads(cfg_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{cfg_file} is not valid JSON: {exc}") from None
+        config = LyraConfig.from_dict(data, host=host, source=str(cfg_file), base_dir=folder.resolve())
+        model = cls.from_config(config, host=host)
+        try:
+            missing, unexpected = load_model(model, str(weights), strict=False)
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            raise CheckpointError(f"cannot read {weights}: {exc}") from None
+        if missing or unexpected:
+            raise CheckpointError(f"{weights} does not match {CONFIG_FILE}: missing {sorted(missing)[:5]}, "
+                                  f"unexpected {sorted(unexpected)[:5]}")
+        return model.eval()
+
+
+def _spec_at(cfg: LyraConfig, path: str) -> ComponentSpec:
+    head, _, tail = path.partition(".")
+    if not tail:
+        return getattr(cfg, head)
+    return getattr(cfg, head)[Modality(tail)]

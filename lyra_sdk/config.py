@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from .errors import ConfigError, LyraError
+from .errors import ConfigError
 from .interfaces import ComponentKind, Modality
 
 Trainability = Literal["frozen", "lora", "full"]
@@ -102,8 +102,8 @@ class LyraConfig(_Strict):
         for ov in overrides:
             try:
                 apply_override(data, ov)
-            except LyraError as exc:
-                errors.append(("overrides", str(exc)))
+            except ConfigError as exc:
+                errors += exc.errors
         cfg = None
         try:
             cfg = cls.model_validate(data)

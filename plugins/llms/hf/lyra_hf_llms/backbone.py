@@ -72,8 +72,8 @@ class HFCausalLM(LLMBackbone):
         else:
             try:
                 hf_config = cls.hf_classes()[0](**options.config)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError([("llm.options.config", str(exc))]) from None
+            except Exception as exc:  # transformers validates config fields with several exception types
+                raise ConfigError([("llm.options.config", f"{type(exc).__name__}: {exc}")]) from None
             hf_config._attn_implementation = options.attn_implementation
             model = cls.hf_classes()[1](hf_config)
         tokenizer = load_tokenizer(options.tokenizer, options.path, options.gguf_file)

@@ -1,0 +1,5 @@
+"""``python -m lyra_sdk.cli``."""
+
+from . import main
+
+main()

@@ -1,0 +1,59 @@
+"""``lyra run``: answer one prompt with text (and media)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+err = Console(stderr=True, highlight=False)
+
+
+def run(
+    model: Path | None = typer.Option(None, "--model", "-m", help="saved model folder (lyra_config.json + weights)"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML/JSON model config (weights as it says)"),
+    overrides: list[str] = typer.Option(None, "--set", "-s", help="dotted config override, e.g. generation.max_new_tokens=64"),
+    prompt: str | None = typer.Option(None, "--prompt", "-p", help="the user text; may hold <speech>, <image>, ... placeholders"),
+    speech: list[Path] = typer.Option(None, "--speech", help="speech audio file (repeatable)"),
+    image: list[Path] = typer.Option(None, "--image", help="image file (repeatable)"),
+    video: list[Path] = typer.Option(None, "--video", help="video file (repeatable)"),
+    sound: list[Path] = typer.Option(None, "--sound", help="non-speech audio file (repeatable)"),
+    system: str | None = typer.Option(None, "--system", help="system prompt (default: the config's)"),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="generation length limit"),
+    temperature: float | None = typer.Option(None, "--temperature", min=0.0, help="0 = greedy"),
+    top_p: float | None = typer.Option(None, "--top-p", min=0.0, max=1.0, help="nucleus sampling mass"),
+    seed: int | None = typer.Option(None, "--seed", help="sampling seed (same seed, same answer)"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps"),
+) -> None:
+    """Answer a prompt. Media given without a placeholder in the prompt are put before the text
+    (images, videos, sounds, then speech: with no --prompt the speech is the instruction)."""
+    from ..devices import resolve_device
+    from ..errors import LyraError
+    from ..interfaces import Modality
+    from ..loading import load_lyra
+    from ..prompt import DEFAULT_SYSTEM, Prompt, count_placeholders
+
+    media = {Modality.IMAGE: image or [], Modality.VIDEO: video or [], Modality.SOUND: sound or [],
+             Modality.SPEECH: speech or []}
+    for items in media.values():
+        for p in items:
+            if not p.exists():
+                raise LyraError(f"file not found: {p}")
+    if prompt is None and not any(media.values()):
+        raise LyraError("nothing to answer: give --prompt and/or media (--speech, --image, --video, --sound)")
+    text = prompt or ""
+    counts = count_placeholders(text)
+    lead = [m.placeholder for m, items in media.items() for _ in items if counts.get(m, 0) == 0]
+    if lead:
+        text = "\n".join(lead + ([text] if text else []))
+    lyra, note = load_lyra(model, config, overrides or [])
+    if note:
+        err.print(f"[yellow]note:[/] {note}")
+    lyra.to(resolve_device(device))
+    gen = {k: v for k, v in {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
+                             "seed": seed}.items() if v is not None}
+    p = Prompt(text, {m: [str(x) for x in items] for m, items in media.items() if items},
+               system=system if system is not None else DEFAULT_SYSTEM)
+    answer = lyra.generate([p], **gen)[0]
+    typer.echo(answer)

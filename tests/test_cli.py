@@ -1,0 +1,81 @@
+"""The CLI: exit codes and messages; user mistakes exit 2 with one clear message, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from lyra_sdk.cli import run_cli
+
+CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
+
+
+def _cli(capsys, *args):
+    code = run_cli(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_plugins_list_json(capsys):
+    code, out, _ = _cli(capsys, "plugins", "list", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert {"kind", "name", "package", "version"} <= set(rows[0])
+    assert any(r["kind"] == "llm" and r["name"] == "qwen2" for r in rows)
+
+
+def test_config_validate_and_show(capsys, tmp_path):
+    code, out, _ = _cli(capsys, "config", "validate", str(CONFIGS / "tiny-text.yaml"))
+    assert code == 0 and out.startswith("ok:")
+    code, out, _ = _cli(capsys, "config", "show", str(CONFIGS / "tiny-text.yaml"), "--set", "generation.max_new_tokens=9")
+    assert code == 0 and "max_new_tokens: 9" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((CONFIGS / "tiny-text.yaml").read_text() + "\nfoo: 1\n")
+    code, _, err = _cli(capsys, "config", "validate", str(bad))
+    assert code == 2 and "foo: unknown key" in err and "Traceback" not in err
+
+
+def test_run_same_text_twice_with_seed(capsys):
+    args = ["run", "--config", str(CONFIGS / "tiny-text.yaml"), "--prompt", "Hello", "--seed", "0",
+            "--temperature", "0.8", "--max-new-tokens", "6"]
+    code1, out1, err1 = _cli(capsys, *args)
+    code2, out2, _ = _cli(capsys, *args)
+    assert code1 == code2 == 0 and out1 == out2 and out1.strip()
+    assert "RANDOM" in err1
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["run", "--config", "missing.yaml", "-p", "hi"], "not found"),
+    (["run", "--config", str(CONFIGS / "tiny-text.yaml"), "--speech", "nope.wav"], "file not found"),
+    (["run", "--config", str(CONFIGS / "tiny-text.yaml"), "-p", "<speech> hi"], "no speech was given"),
+    (["run", "--config", str(CONFIGS / "tiny-text.yaml")], "nothing to answer"),
+    (["run", "--config", str(CONFIGS / "tiny-text.yaml"), "-p", "hi", "--set", "llm.plugin=nope"], "unknown llm plugin"),
+    (["run", "--model", "no/such/folder", "-p", "hi"], "model folder not found"),
+    (["run", "--config", str(CONFIGS / "tiny-text.yaml"), "-p", "hi", "--temperature", "-1"], "Invalid value"),
+])
+def test_user_mistakes_exit_2(capsys, args, needle):
+    code, _, err = _cli(capsys, *args)
+    assert code == 2, err
+    assert needle in err and "Traceback" not in err
+
+
+def test_speech_file_errors_exit_2(capsys, tmp_path):
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, np.zeros(0, dtype=np.float32), 16000)
+    code, _, err = _cli(capsys, "run", "--config", str(CONFIGS / "tiny-text.yaml"), "--speech", str(wav))
+    assert code == 2 and "Traceback" not in err
+
+
+def test_console_script_runs():
+    exe = Path(sys.executable).parent / "lyra"
+    res = subprocess.run([str(exe), "plugins", "list"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "simple_mlp" in res.stdout
+    res = subprocess.run([str(exe), "run", "--config", "nope.yaml", "-p", "x"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "not found" in res.stderr

@@ -14,22 +14,12 @@ import torch
 from torch import Tensor
 
 from .errors import PromptError
-from .interfaces import Modality
+from .interfaces import MediaSpan, Modality
 from .prompt import Segment
 
 IGNORE_INDEX = -100
 MODALITY_IDS = {m: i + 1 for i, m in enumerate(Modality)}
 """Values of :attr:`FusedBatch.modality_ids`: 0 is text."""
-
-
-@dataclass
-class MediaSpan:
-    """Where one media item landed: ``start`` and ``length`` in the padded sequence, and its token grid."""
-
-    modality: Modality
-    start: int
-    length: int
-    grid: Tensor | None = None
 
 
 @dataclass

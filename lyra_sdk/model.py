@@ -172,8 +172,7 @@ class Lyra(nn.Module):
 
     def position_ids(self, batch: FusedBatch) -> Tensor:
         """Positions for a fused batch (1-D, or 3-D for M-RoPE backbones)."""
-        grids = [[(s.start, s.grid) for s in spans] for spans in batch.spans]
-        return self.llm.position_ids(batch.attention_mask, grids if any(grids) else None)
+        return self.llm.position_ids(batch.attention_mask, batch.spans)
 
     # ------------------------------------------------------------------ forward / generate
 

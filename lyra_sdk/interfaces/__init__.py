@@ -2,7 +2,7 @@
 
 from .base import ComponentKind, Configurable, Modality, PluginOptions
 from .encoder import Encoder, Features, MediaEmbeddings, Projector
-from .llm import ChatMessage, LLMBackbone, LLMOutput, Tokenizer
+from .llm import ChatMessage, LLMBackbone, LLMOutput, MediaSpan, Tokenizer
 from .routing import LatentExtractor, LoraRouter, RoutingInput
 from .speech import SpeechDecoder, UnitStream, Vocoder
 
@@ -19,6 +19,6 @@ KIND_BASES: dict[ComponentKind, type] = {
 
 __all__ = [
     "ChatMessage", "ComponentKind", "Configurable", "Encoder", "Features", "KIND_BASES", "LLMBackbone",
-    "LLMOutput", "LatentExtractor", "LoraRouter", "MediaEmbeddings", "Modality", "PluginOptions", "Projector",
+    "LLMOutput", "LatentExtractor", "LoraRouter", "MediaEmbeddings", "MediaSpan", "Modality", "PluginOptions", "Projector",
     "RoutingInput", "SpeechDecoder", "Tokenizer", "UnitStream", "Vocoder",
 ]

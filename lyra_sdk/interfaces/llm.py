@@ -37,6 +37,20 @@ class ChatMessage:
 
 
 @dataclass
+class MediaSpan:
+    """Where one media item landed in a fused sequence.
+
+    ``start`` and ``length`` index the padded sequence; ``grid`` is the item's (t, h, w) *LLM token* grid
+    (after any patch merging, so t * h * w == length) for M-RoPE backbones, or None for 1-D media (speech).
+    """
+
+    modality: Modality
+    start: int
+    length: int
+    grid: Tensor | None = None
+
+
+@dataclass
 class LLMOutput:
     """Result of :meth:`LLMBackbone.forward`.
 
@@ -85,17 +99,24 @@ class LLMBackbone(Configurable, nn.Module, ABC):
     def format_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
         """Render a conversation with the model's chat template (placeholders are kept as text)."""
 
-    def position_ids(self, attention_mask: Tensor, grids: Sequence[tuple[int, Tensor | None]] | None = None) -> Tensor:
-        """Positions for a left- or right-padded batch: 1-D positions counting real tokens only.
+    def position_ids(self, attention_mask: Tensor, spans: Sequence[Sequence[MediaSpan]] | None = None) -> Tensor:
+        """Positions (B, L) for a left- or right-padded batch: 1-D positions counting real tokens only.
 
-        M-RoPE models override this to give media tokens 3-D positions.
+        ``spans[b]`` lists sample b's media. M-RoPE models override this to return (3, B, L) positions in which
+        media with a grid get (t, h, w) positions and everything else the same value on all three axes.
         """
         pos = attention_mask.long().cumsum(-1) - 1
         return pos.clamp(min=0)
 
     def next_position_ids(self, position_ids: Tensor) -> Tensor:
-        """Positions of the token following each sequence: the largest position so far plus one."""
-        return position_ids.amax(dim=-1, keepdim=True) + 1
+        """Positions of the token following each sequence: the largest position so far (over all M-RoPE axes) plus one.
+
+        (B, L) -> (B, 1); (3, B, L) -> (3, B, 1) with the same value on every axis.
+        """
+        nxt = position_ids.amax(dim=-1, keepdim=True) + 1
+        if nxt.ndim == 3:
+            nxt = nxt.amax(dim=0, keepdim=True).expand_as(nxt)
+        return nxt
 
     @property
     def device(self) -> torch.device:

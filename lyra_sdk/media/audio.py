@@ -137,6 +137,8 @@ def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE) -> np.ndarra
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]  # (frames,)
     out = resample(mono, rate, sample_rate)
     if out.shape[0] == 0:
-        raise MediaError(f"audio {name} is too short: {data.shape[0]} sample(s) at {rate} Hz leave none at {sample_rate} Hz")
-    log.debug("loaded %s: %d Hz x %d channel(s) -> %d samples at %d Hz", name, rate, data.shape[1], out.shape[0], sample_rate)
+        raise MediaError(f"audio {name} is too short: {data.shape[0]} sample(s) at {rate} Hz "
+                         f"leave none at {sample_rate} Hz")
+    log.debug("loaded %s: %d Hz x %d channel(s) -> %d samples at %d Hz",
+              name, rate, data.shape[1], out.shape[0], sample_rate)
     return np.ascontiguousarray(out, dtype=np.float32)

@@ -1,0 +1,273 @@
+"""Numba CPU kernels of soft-DTW: forward values with the softmin weights, and the backward E recursion.
+
+Imported on the first CPU call of :func:`lyra_sdk.mechanisms.soft_dtw.soft_dtw` (numba is heavy to import);
+compiled once per dtype and cached on disk (``cache=True``), so a second process does not recompile.
+
+Layout. A sample's (L, S) grid is cut into strips of ``V`` rows. A strip is swept as a small systolic array:
+at step ``t`` lane ``k`` holds cell ``(i0 + k, j0 + t - k)``, so the ``V`` lanes of a step are independent
+(they lie on one anti-diagonal) and the inner loop over lanes vectorises, while the data a step needs sits in
+the lanes of the two previous steps. Transcendentals are float32 polynomials (vectorisable, ~3e-8 relative
+error) for float32 inputs and libm for float64. Columns may be split into ``ntj`` tiles and rows into blocks
+of ``rb`` strips; tiles then run as a wavefront over (row block + column tile), in parallel over the batch and
+over the tiles of one anti-diagonal, which keeps both cores busy when B = 1.
+
+Forward stores, per cell, the softmin weights of its three predecessors (``Wu`` up, ``Wl`` left, ``Wd``
+diagonal); they sum to 1. The backward needs no exponential: E[i, j] = E[i+1, j] Wu[i+1, j] +
+E[i, j+1] Wl[i, j+1] + E[i+1, j+1] Wd[i+1, j+1], which is Cuturi & Blondel's recursion with the exponentials
+already evaluated. Weights are kept per (strip, tile) in the skewed step-major layout of the sweep.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
+
+V = 16  # lanes (rows) per strip: one AVX-512 or two AVX2 float32 vectors
+_FM = {"nsz", "arcp", "contract", "afn"}  # no nnan/ninf: the kernels rely on min/select semantics
+
+_F0 = np.float32(0.0)
+_F1 = np.float32(1.0)
+_F2 = np.float32(2.0)
+_HALF = np.float32(0.5)
+_THREE_HALVES = np.float32(1.5)
+_LN2 = np.float32(math.log(2.0))
+_LOG2E = np.float32(1.0 / math.log(2.0))
+_MIN_EXP2 = np.float32(-126.0)
+# 2**f on [0, 1): weighted least-squares (near-minimax) fit, max relative error 2.8e-8.
+_P0, _P1, _P2, _P3 = np.float32(1.000000002), np.float32(0.6931469838), np.float32(0.2402298362), np.float32(0.05548334212)
+_P4, _P5, _P6 = np.float32(0.009678840718), np.float32(0.001243969038), np.float32(0.000217022467)
+_C3, _C5, _C7, _C9 = np.float32(1 / 3), np.float32(1 / 5), np.float32(1 / 7), np.float32(1 / 9)
+
+
+@intrinsic
+def _exp2i(typingctx, nf):
+    """``2.0 ** n`` for a float32 holding an integer ``n`` in [-126, 0], built from the exponent bits."""
+    if nf != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        n = builder.fptosi(args[0], i32)
+        bits = builder.shl(builder.add(n, ir.Constant(i32, 127)), ir.Constant(i32, 23))
+        return builder.bitcast(bits, ir.FloatType())
+
+    return types.float32(types.float32), codegen
+
+
+def _exp_nonpos(x):
+    """exp(x) for x <= 0 (stub; the numba overload below is the implementation)."""
+    return math.exp(x)
+
+
+def _log_1_3(s):
+    """log(s) for s in [1, 3] (stub; the numba overload below is the implementation)."""
+    return math.log(s)
+
+
+@overload(_exp_nonpos, jit_options={"fastmath": _FM, "error_model": "numpy"}, inline="always")
+def _ov_exp_nonpos(x):
+    if x == types.float32:
+
+        def impl(x):  # 2**y = 2**floor(y) * 2**frac(y); below 2**-126 the value is clamped (it is < 1e-37)
+            y = max(x * _LOG2E, _MIN_EXP2)
+            nf = np.floor(y)
+            f = y - nf
+            p = _P0 + f * (_P1 + f * (_P2 + f * (_P3 + f * (_P4 + f * (_P5 + f * _P6)))))
+            return p * _exp2i(nf)
+
+        return impl
+    return lambda x: math.exp(x)
+
+
+@overload(_log_1_3, jit_options={"fastmath": _FM, "error_model": "numpy"}, inline="always")
+def _ov_log_1_3(s):
+    if s == types.float32:
+
+        def impl(s):  # log s = [s > 1.5] ln 2 + 2 atanh(z), z = (s' - 1) / (s' + 1) in [-1/7, 1/5]
+            big = s > _THREE_HALVES
+            s2 = s * _HALF if big else s
+            off = _LN2 if big else _F0
+            z = (s2 - _F1) / (s2 + _F1)
+            z2 = z * z
+            return off + _F2 * z * (_F1 + z2 * (_C3 + z2 * (_C5 + z2 * (_C7 + z2 * _C9))))
+
+        return impl
+    return lambda s: math.log(s)
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _fwd_tile(D, b, p0, p1, c, n, m, j0, j1, g, big, RU, RL, Wu, Wl, Wd, need_w, out):  # pragma: no cover
+    w = j1 - j0
+    nsteps = w + V - 1
+    one = g / g
+    ig = one / g
+    zero = g - g
+    Dsk = np.empty((nsteps, V), D.dtype)
+    # ring of the lane values of the last three steps; index k + 1 = lane k, index 0 = the row above the strip
+    ring = np.empty((3, V + 1), D.dtype)
+    for p in range(p0, p1):
+        i0 = p * V
+        nk = min(V, n - i0)  # valid lanes
+        pw = p if need_w else 0  # without weights, every strip of a tile writes the same scratch block
+        Dsk[:, :] = zero
+        for k in range(nk):
+            for jj in range(w):
+                Dsk[jj + k, k] = D[b, i0 + k, j0 + jj]
+        for k in range(V):
+            v = RL[b, c, i0 + k] if k < nk else big  # R(i0 + k, j0 - 1)
+            ring[2, k + 1] = v  # step -1
+            ring[1, k + 1] = v  # step -2
+        ring[2, 0] = RU[b, p, j0 + 1]  # R(i0 - 1, j0)
+        ring[1, 0] = RU[b, p, j0]  # R(i0 - 1, j0 - 1)
+        kfin = n - 1 - i0
+        for t in range(nsteps):
+            ci = t % 3
+            pi = (t + 2) % 3
+            qi = (t + 1) % 3
+            for k in range(V):
+                up = ring[pi, k]
+                left = ring[pi, k + 1]
+                dg = ring[qi, k]
+                mn = min(up, min(left, dg))
+                eu = _exp_nonpos((mn - up) * ig)
+                el = _exp_nonpos((mn - left) * ig)
+                ed = _exp_nonpos((mn - dg) * ig)
+                s = eu + el + ed
+                r = Dsk[t, k] + mn - g * _log_1_3(s)
+                ring[ci, k + 1] = r if t >= k else left  # a lane not yet started keeps R(i, j0 - 1)
+                inv = one / s
+                Wu[b, pw, c, t, k] = eu * inv
+                Wl[b, pw, c, t, k] = el * inv
+                Wd[b, pw, c, t, k] = ed * inv
+            jl = t - (V - 1)  # local column of the last lane: it feeds the next strip
+            if 0 <= jl < w:
+                RU[b, p + 1, j0 + jl + 1] = ring[ci, V]
+            kr = t - (w - 1)  # lane at the tile's last column: it feeds the next tile
+            if 0 <= kr < nk:
+                RL[b, c + 1, i0 + kr] = ring[ci, kr + 1]
+            if 0 <= kfin < V and t == m - 1 - j0 + kfin:
+                out[b] = ring[ci, kfin + 1]
+            ring[ci, 0] = RU[b, p, min(j0 + t + 2, j1)]  # R(i0 - 1, j0 + t + 1), clamped inside the tile
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _bwd_tile(G, b, p0, p1, c, n, m, j0, j1, go, zero, Wu, Wl, Wd, BU, BD, CL, CD):  # pragma: no cover
+    w = j1 - j0
+    nsteps = w + V - 1
+    Esk = np.empty((nsteps, V), G.dtype)
+    # rings of the products E * W of the last steps, per lane k; index V = the row below the strip
+    pu = np.empty((2, V + 1), G.dtype)
+    pl = np.empty((2, V + 1), G.dtype)
+    pd = np.empty((3, V + 1), G.dtype)
+    off = V  # column offset of BU / BD
+    t0 = nsteps - 1
+    for p in range(p1 - 1, p0 - 1, -1):
+        i0 = p * V
+        nk = min(V, n - i0)
+        # step t uses ring rows: pu/pl cur t % 2, prev (t + 1) % 2; pd cur t % 3, prev (t + 1) % 3, prev2 (t + 2) % 3
+        a1 = (t0 + 1) % 2
+        b1 = (t0 + 1) % 3
+        b2 = (t0 + 2) % 3
+        for k in range(V):
+            cl = CL[b, c + 1, i0 + k] if k < nk else zero  # E * Wl at (i0 + k, j1)
+            cd = CD[b, c + 1, i0 + k] if k < nk else zero
+            pl[a1, k] = cl
+            pd[b1, k] = cd
+            pd[b2, k] = cd
+            pu[a1, k] = zero
+        pu[a1, V] = BU[b, p + 1, j0 + t0 + 1 - V + off]
+        pd[b1, V] = BD[b, p + 1, j0 + t0 + 1 - V + off]
+        pd[b2, V] = BD[b, p + 1, j0 + t0 + 2 - V + off]
+        kfin = n - 1 - i0
+        jfin = m - 1 - j0
+        for t in range(t0, -1, -1):
+            uc = t % 2
+            up_ = (t + 1) % 2
+            dc = t % 3
+            dp = (t + 1) % 3
+            dpp = (t + 2) % 3
+            for k in range(V):
+                jj = t - k
+                e = pu[up_, k + 1] + pl[up_, k] + pd[dpp, k + 1]
+                e = e + go if (k == kfin) & (jj == jfin) else e
+                valid = (jj >= 0) & (jj < w) & (k < nk)
+                e = e if valid else zero
+                Esk[t, k] = e
+                started = jj < w
+                pu[uc, k] = e * Wu[b, p, c, t, k] if valid else zero
+                pl[uc, k] = (e * Wl[b, p, c, t, k] if valid else zero) if started else pl[up_, k]
+                pd[dc, k] = (e * Wd[b, p, c, t, k] if valid else zero) if started else pd[dp, k]
+            if t < w and nk > 0:  # lane 0 feeds the strip above
+                BU[b, p, j0 + t + off] = pu[uc, 0]
+                BD[b, p, j0 + t + off] = pd[dc, 0]
+            if t < nk:  # lane t is at the tile's first column: it feeds the tile on the left
+                CL[b, c, i0 + t] = pl[uc, t]
+                CD[b, c, i0 + t] = pd[dc, t]
+            pu[uc, V] = BU[b, p + 1, j0 + t - V + off]
+            pd[dc, V] = BD[b, p + 1, j0 + t - V + off]
+        for k in range(nk):
+            for jj in range(w):
+                G[b, i0 + k, j0 + jj] = Esk[jj + k, k]
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def softdtw_forward(D, lx, ly, g, big, ntj, rb, Wu, Wl, Wd, need_w, out):  # pragma: no cover
+    """R[lx-1, ly-1] per sample into ``out``; the weights into ``Wu, Wl, Wd`` (B, NS, ntj, WS, V) if need_w."""
+    B, L, S = D.shape
+    ns = (L + V - 1) // V
+    RU = np.empty((B, ns + 1, S + 1), D.dtype)  # RU[b, p, x + 1] = R(p V - 1, x)
+    RL = np.empty((B, ntj + 1, ns * V), D.dtype)  # RL[b, c, i] = R(i, j0(c) - 1)
+    zero = g - g
+    for b in range(B):
+        RU[b, 0, 0] = zero
+        RU[b, 0, 1:] = big
+        RU[b, 1:, 0] = big
+        RL[b, 0, :] = big
+    nrb = (ns + rb - 1) // rb
+    for t in range(nrb + ntj - 1):
+        for q in prange(B * ntj):
+            b = q // ntj
+            c = q - b * ntj
+            r = t - c
+            n = lx[b]
+            m = ly[b]
+            p0 = r * rb
+            p1 = min((n + V - 1) // V, p0 + rb)
+            if r >= 0 and p0 < p1:
+                _fwd_tile(D, b, p0, p1, c, n, m, c * m // ntj, (c + 1) * m // ntj, g, big, RU, RL, Wu, Wl, Wd,
+                          need_w, out)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def softdtw_backward(G, lx, ly, go, ntj, rb, Wu, Wl, Wd):  # pragma: no cover
+    """dR[lx-1, ly-1] / dD times ``go`` per sample into ``G`` (B, L, S), zero outside the valid lengths."""
+    B, L, S = G.shape
+    ns = (L + V - 1) // V
+    BU = np.zeros((B, ns + 1, S + 2 * V), G.dtype)  # BU[b, p, j + V] = E(p V, j) Wu(p V, j)
+    BD = np.zeros((B, ns + 1, S + 2 * V), G.dtype)
+    CL = np.zeros((B, ntj + 1, ns * V), G.dtype)  # CL[b, c, i] = E(i, j0(c)) Wl(i, j0(c))
+    CD = np.zeros((B, ntj + 1, ns * V), G.dtype)
+    zero = np.zeros(1, G.dtype)[0]
+    nrb = (ns + rb - 1) // rb
+    for t in range(nrb + ntj - 2, -1, -1):
+        for q in prange(B * ntj):
+            b = q // ntj
+            c = q - b * ntj
+            r = t - c
+            n = lx[b]
+            m = ly[b]
+            p0 = r * rb
+            p1 = min((n + V - 1) // V, p0 + rb)
+            if r >= 0 and p0 < p1:
+                _bwd_tile(G, b, p0, p1, c, n, m, c * m // ntj, (c + 1) * m // ntj, go[b], zero, Wu, Wl,
+                          Wd, BU, BD, CL, CD)
+    for b in prange(B):
+        n = lx[b]
+        m = ly[b]
+        for i in range(n):
+            G[b, i, m:] = zero
+        G[b, n:, :] = zero

@@ -50,11 +50,13 @@ class Lyra(nn.Module):
 
     @classmethod
     def from_config(cls, config: LyraConfig | Mapping[str, Any] | str | os.PathLike,
-                    overrides: Sequence[str] = (), *, host: Any = None) -> "Lyra":
+                    overrides: Sequence[str] = (), *, host: Any = None,
+                    device: torch.device | str | None = None) -> "Lyra":
         """Build every component through its plugin. Weights are random unless a component's options load them.
 
         ``config`` is a :class:`LyraConfig`, plain data, or a path to a YAML/JSON file. Random weights are
-        seeded by ``config.init_seed``, so one config always gives the same model.
+        seeded by ``config.init_seed``, so one config always gives the same model. ``device="meta"`` builds
+        the architecture without allocating weights (for inspecting full-size shapes).
         """
         from .plugins import default_host
 
@@ -68,7 +70,7 @@ class Lyra(nn.Module):
         cpu_rng = torch.random.get_rng_state()
         torch.manual_seed(config.init_seed)
         try:
-            with asset_root(config.base_dir):
+            with asset_root(config.base_dir), torch.device(device) if device is not None else _nullcontext():
                 llm = host.build(ComponentKind.LLM, config.llm.plugin, config.llm.options)
                 encoders = {m: host.build(ComponentKind.ENCODER, s.plugin, s.options) for m, s in config.encoders.items()}
                 projectors = {}
@@ -257,6 +259,12 @@ class Lyra(nn.Module):
             raise CheckpointError(f"{weights} does not match {CONFIG_FILE}: missing {sorted(missing)[:5]}, "
                                   f"unexpected {sorted(unexpected)[:5]}")
         return model.eval()
+
+
+def _nullcontext():
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def _spec_at(cfg: LyraConfig, path: str) -> ComponentSpec:

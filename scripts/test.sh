@@ -2,4 +2,4 @@
 # The test command: the whole suite on the CPU (GPU-only tests skip and say why).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/python -m pytest -q -rs "$@"
+exec .venv/bin/python -m pytest -rs "$@"

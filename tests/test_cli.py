@@ -79,3 +79,14 @@ def test_console_script_runs():
     res = subprocess.run([str(exe), "run", "--config", "nope.yaml", "-p", "x"], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 2 and "Traceback" not in res.stderr and "not found" in res.stderr
+
+
+def test_info_counts_parameters_on_meta(capsys):
+    code, out, _ = _cli(capsys, "info", "--config", str(CONFIGS / "tiny-text.yaml"), "--json")
+    assert code == 0
+    data = json.loads(out)
+    # tiny Qwen2: tied 151936 x 64 embedding + 2 layers + final norm
+    emb = 151936 * 64
+    layer = (64 * 64 + 64) + 2 * (64 * 32 + 32) + 64 * 64 + 3 * 64 * 128 + 2 * 64  # q, k+v, o, mlp, norms
+    assert data["total"] == emb + 2 * layer + 64
+    assert data["components"][0]["path"] == "llm"

@@ -197,10 +197,16 @@ def _bwd_tile(G, b, p0, p1, c, n, m, j0, j1, go, zero, Wu, Wl, Wd, BU, BD, CL, C
                 valid = (jj >= 0) & (jj < w) & (k < nk)
                 e = e if valid else zero
                 Esk[t, k] = e
+                # branch-free so that the lane loop vectorises; the weights are finite everywhere in the tile
+                keep_l = pl[up_, k]
+                keep_d = pd[dp, k]
+                xu = e * Wu[b, p, c, t, k]
+                xl = e * Wl[b, p, c, t, k]
+                xd = e * Wd[b, p, c, t, k]
                 started = jj < w
-                pu[uc, k] = e * Wu[b, p, c, t, k] if valid else zero
-                pl[uc, k] = (e * Wl[b, p, c, t, k] if valid else zero) if started else pl[up_, k]
-                pd[dc, k] = (e * Wd[b, p, c, t, k] if valid else zero) if started else pd[dp, k]
+                pu[uc, k] = xu
+                pl[uc, k] = xl if started else keep_l
+                pd[dc, k] = xd if started else keep_d
             if t < w and nk > 0:  # lane 0 feeds the strip above
                 BU[b, p, j0 + t + off] = pu[uc, 0]
                 BD[b, p, j0 + t + off] = pd[dc, 0]

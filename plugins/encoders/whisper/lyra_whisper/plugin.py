@@ -1,0 +1,155 @@
+"""The ``whisper`` encoder plugin: 16 kHz speech or sound -> 30 s windows -> log-mel -> Whisper encoder frames.
+
+A clip of ``n`` samples becomes exactly ceil(n / 480000) windows (an exact multiple of 30 s adds no silent
+window); each window gives 1500 frames (50 Hz), of which ceil(valid_samples / 320) are marked valid.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from lyra_sdk.errors import CheckpointError, ConfigError, MediaError
+from lyra_sdk.hookspecs import Register, hookimpl
+from lyra_sdk.interfaces import Encoder, Features, MediaEmbeddings, Modality, PluginOptions
+
+from .convert import load_checkpoint, load_strict
+from .features import SAMPLE_RATE, WINDOW_FRAMES, log_mel_spectrogram, split_windows, valid_frames
+from .model import WhisperEncoderConfig, WhisperEncoderModel
+
+log = logging.getLogger(__name__)
+
+_ARCH_FIELDS = tuple(WhisperEncoderConfig.__dataclass_fields__)
+
+
+class WhisperEncoder(Encoder):
+    """Whisper's audio encoder (any size: tiny to large-v3/turbo) as a Lyra speech/sound encoder.
+
+    Weights come from ``path`` (an HF folder, an openai-whisper ``.pt`` or a CTranslate2 folder); without a
+    path the encoder is randomly initialised with the architecture fields of the options.
+    """
+
+    class Options(PluginOptions):
+        """Options of the ``whisper`` encoder."""
+
+        path: str | None = Field(None, description="checkpoint folder or file; None: random init from the fields below")
+        format: Literal["auto", "hf", "openai", "ct2"] = Field("auto", description="checkpoint format; auto detects it")
+        num_mel_bins: Literal[80, 128] = 80
+        d_model: int = Field(384, gt=0)
+        encoder_layers: int = Field(4, gt=0)
+        encoder_attention_heads: int = Field(6, gt=0)
+        encoder_ffn_dim: int = Field(1536, gt=0)
+        max_source_positions: int = Field(1500, gt=0)
+        max_batch_windows: int = Field(8, gt=0, description="30 s windows encoded per forward chunk (bounds memory)")
+
+    modalities: ClassVar[frozenset[Modality]] = frozenset({Modality.SPEECH, Modality.SOUND})
+
+    def __init__(self, options: Options, config: WhisperEncoderConfig) -> None:
+        super().__init__()
+        self.options = options
+        self.config = config
+        self.encoder = WhisperEncoderModel(config)  # state-dict keys: encoder.* as in transformers' WhisperModel
+        self.output_dim = config.d_model
+
+    @classmethod
+    def from_options(cls, options: Options) -> "WhisperEncoder":
+        """Build the encoder; with ``options.path`` the architecture and weights come from the checkpoint."""
+        if options.path is None:
+            if options.max_source_positions * 2 != WINDOW_FRAMES:
+                raise ConfigError([("max_source_positions", f"must be {WINDOW_FRAMES // 2} (30 s windows), "
+                                                            f"got {options.max_source_positions}")])
+            try:
+                config = WhisperEncoderConfig(**{k: getattr(options, k) for k in _ARCH_FIELDS})
+            except ValueError as exc:
+                raise ConfigError([("encoder_attention_heads", str(exc))]) from exc
+            log.info("whisper encoder: random init %s", config)
+            return cls(options, config)
+        config, state_dict, fmt = load_checkpoint(options.path, options.format)
+        clashes = [f"{k}={getattr(options, k)} but the checkpoint has {getattr(config, k)}"
+                   for k in _ARCH_FIELDS if k in options.model_fields_set and getattr(options, k) != getattr(config, k)]
+        if clashes:
+            raise CheckpointError(f"{options.path}: options disagree with the checkpoint: {'; '.join(clashes)}")
+        if config.num_mel_bins not in (80, 128):
+            raise CheckpointError(f"{options.path}: num_mel_bins must be 80 or 128, got {config.num_mel_bins}")
+        if config.max_source_positions * 2 != WINDOW_FRAMES:
+            raise CheckpointError(f"{options.path}: max_source_positions must be {WINDOW_FRAMES // 2} for 30 s "
+                                  f"windows, got {config.max_source_positions}")
+        module = cls(options, config)
+        load_strict(module.encoder, state_dict, f"{options.path} ({fmt})")
+        return module
+
+    def saved_options(self) -> Options:
+        """Architecture-only options (no path): rebuilds this encoder without the original checkpoint."""
+        return self.Options(max_batch_windows=self.options.max_batch_windows, **self.config.as_dict())
+
+    @property
+    def n_mels(self) -> int:
+        """Mel bins of the input features (80, or 128 for large-v3 and turbo)."""
+        return self.config.num_mel_bins
+
+    def _clip(self, item: Any, index: int) -> np.ndarray:
+        if isinstance(item, torch.Tensor):
+            item = item.detach().cpu().numpy()
+        if not isinstance(item, np.ndarray):
+            raise MediaError(f"whisper encoder: audio item {index} must be a numpy array of 16 kHz mono samples, "
+                             f"got {type(item).__name__} (use lyra_sdk.media.load_audio)")
+        if item.ndim != 1:
+            raise MediaError(f"whisper encoder: audio item {index} must be 1-D (mono samples), got shape {item.shape}")
+        if item.shape[0] == 0:
+            raise MediaError(f"whisper encoder: audio item {index} is empty (0 samples)")
+        clip = item.astype(np.float32, copy=False)
+        if not np.isfinite(clip).all():
+            raise MediaError(f"whisper encoder: audio item {index} contains non-finite samples")
+        return clip
+
+    def featurize(self, media: Sequence[Any]) -> Features:
+        """16 kHz mono clips -> ``input_features`` (N, n_mels, 3000), one row per 30 s window.
+
+        ``row_item[n]`` is the clip of window ``n``; ``valid_lengths[n]`` its real encoder frames (<= 1500).
+        """
+        windows: list[np.ndarray] = []
+        row_item: list[int] = []
+        valid_lengths: list[int] = []
+        for index, item in enumerate(media):
+            chunks, valid = split_windows(self._clip(item, index))  # (W, 480000), [W]
+            windows.append(chunks)
+            row_item += [index] * len(valid)
+            valid_lengths += [valid_frames(v, self.config.max_source_positions) for v in valid]
+        if not windows:
+            empty = torch.zeros(0, self.n_mels, WINDOW_FRAMES)
+            return Features({"input_features": empty}, [], [], {"sample_rate": SAMPLE_RATE})
+        audio = torch.from_numpy(np.concatenate(windows))  # (N, 480000)
+        step = self.options.max_batch_windows  # the STFT of many windows at once is large: bound it
+        mels = [log_mel_spectrogram(audio[i:i + step], self.n_mels) for i in range(0, audio.shape[0], step)]
+        features = torch.cat(mels)  # (N, n_mels, 3000)
+        return Features({"input_features": features}, row_item, valid_lengths, {"sample_rate": SAMPLE_RATE})
+
+    def forward(self, features: Features) -> MediaEmbeddings:
+        """``input_features`` (N, n_mels, 3000) -> embeddings (N, 1500, d_model), mask (N, 1500)."""
+        x = features.tensors["input_features"]
+        weight = self.encoder.conv1.weight
+        x = x.to(device=weight.device, dtype=weight.dtype)  # (N, n_mels, 3000)
+        frames = x.shape[-1] // 2
+        step = self.options.max_batch_windows
+        if x.shape[0] == 0:
+            out = x.new_zeros(0, frames, self.output_dim)
+        else:
+            out = torch.cat([self.encoder(x[i:i + step]) for i in range(0, x.shape[0], step)])  # (N, 1500, D)
+        positions = torch.arange(frames, device=x.device)
+        if features.valid_lengths is None:
+            mask = torch.ones(x.shape[0], frames, dtype=torch.bool, device=x.device)
+        else:
+            lengths = torch.tensor(features.valid_lengths, device=x.device)  # (N,)
+            mask = positions[None, :] < lengths[:, None]  # (N, 1500)
+        return MediaEmbeddings(embeddings=out, mask=mask)
+
+
+@hookimpl
+def register_encoders(register: Register) -> None:
+    """Register :class:`WhisperEncoder` as ``whisper``."""
+    register("whisper", WhisperEncoder)

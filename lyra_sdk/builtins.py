@@ -13,3 +13,11 @@ def register_projectors(register: Register) -> None:
     register("simple_mlp", SimpleMlpProjector)
     register("identity", IdentityProjector)
     register("mlp2x_gelu", MlpGeluProjector)
+
+
+@hookimpl
+def register_speech_decoders(register: Register) -> None:
+    """Lyra's CTC speech-unit generator."""
+    from .ctc import CtcSpeechDecoder
+
+    register("ctc", CtcSpeechDecoder)

@@ -75,13 +75,8 @@ class Lyra(nn.Module):
                 encoders = {m: host.build(ComponentKind.ENCODER, s.plugin, s.options) for m, s in config.encoders.items()}
                 projectors = {}
                 for m, spec in config.projectors.items():
-                    opts = dict(spec.options)
-                    if "in_dim" in opts and opts["in_dim"] is None:
-                        opts["in_dim"] = encoders[m].output_dim
-                    if "out_dim" in opts and opts["out_dim"] is None:
-                        opts["out_dim"] = llm.hidden_size
-                    projectors[m] = host.build(ComponentKind.PROJECTOR, spec.plugin, opts)
-                    spec.options = projectors[m].saved_options().model_dump(mode="json")
+                    projectors[m] = host.build(ComponentKind.PROJECTOR, spec.plugin, _inferred(
+                        spec, in_dim=encoders[m].output_dim, out_dim=llm.hidden_size))
                 for m, enc in encoders.items():
                     if m not in enc.modalities:
                         raise LyraError(f"encoder {config.encoders[m].plugin!r} cannot encode {m.value} "
@@ -89,7 +84,7 @@ class Lyra(nn.Module):
                 speech_decoder = vocoder = None
                 if config.speech_decoder is not None:
                     speech_decoder = host.build(ComponentKind.SPEECH_DECODER, config.speech_decoder.plugin,
-                                                config.speech_decoder.options)
+                                                _inferred(config.speech_decoder, llm_hidden_size=llm.hidden_size))
                 if config.vocoder is not None:
                     vocoder = host.build(ComponentKind.VOCODER, config.vocoder.plugin, config.vocoder.options)
         finally:
@@ -259,6 +254,17 @@ class Lyra(nn.Module):
             raise CheckpointError(f"{weights} does not match {CONFIG_FILE}: missing {sorted(missing)[:5]}, "
                                   f"unexpected {sorted(unexpected)[:5]}")
         return model.eval()
+
+
+def _inferred(spec: ComponentSpec, **known: Any) -> dict[str, Any]:
+    """Fill options left unset (None) that the neighbouring components determine, and record them in ``spec``
+    so a saved config states them."""
+    opts = dict(spec.options)
+    for key, value in known.items():
+        if key in opts and opts[key] is None:
+            opts[key] = value
+    spec.options = opts
+    return opts
 
 
 def _nullcontext():

@@ -26,7 +26,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-V = 16  # lanes (rows) per strip: one AVX-512 or two AVX2 float32 vectors
+V = 32  # lanes (rows) per strip: two AVX-512 or four AVX2 float32 vectors (a step's latency chains overlap)
 _FM = {"nsz", "arcp", "contract", "afn"}  # no nnan/ninf: the kernels rely on min/select semantics
 
 _F0 = np.float32(0.0)
@@ -101,6 +101,7 @@ def _ov_log_1_3(s):
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
 def _fwd_tile(D, b, p0, p1, c, n, m, j0, j1, g, big, RU, RL, Wu, Wl, Wd, need_w, out):  # pragma: no cover
+    nv = Wu.shape[4]  # == V, read at run time: a constant trip count gets unrolled and then not vectorised
     w = j1 - j0
     nsteps = w + V - 1
     one = g / g
@@ -128,7 +129,7 @@ def _fwd_tile(D, b, p0, p1, c, n, m, j0, j1, g, big, RU, RL, Wu, Wl, Wd, need_w,
             ci = t % 3
             pi = (t + 2) % 3
             qi = (t + 1) % 3
-            for k in range(V):
+            for k in range(nv):
                 up = ring[pi, k]
                 left = ring[pi, k + 1]
                 dg = ring[qi, k]
@@ -156,6 +157,7 @@ def _fwd_tile(D, b, p0, p1, c, n, m, j0, j1, g, big, RU, RL, Wu, Wl, Wd, need_w,
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
 def _bwd_tile(G, b, p0, p1, c, n, m, j0, j1, go, zero, Wu, Wl, Wd, BU, BD, CL, CD):  # pragma: no cover
+    nv = Wu.shape[4]  # == V, read at run time (see _fwd_tile)
     w = j1 - j0
     nsteps = w + V - 1
     Esk = np.empty((nsteps, V), G.dtype)
@@ -190,7 +192,7 @@ def _bwd_tile(G, b, p0, p1, c, n, m, j0, j1, go, zero, Wu, Wl, Wd, BU, BD, CL, C
             dc = t % 3
             dp = (t + 1) % 3
             dpp = (t + 2) % 3
-            for k in range(V):
+            for k in range(nv):
                 jj = t - k
                 e = pu[up_, k + 1] + pl[up_, k] + pd[dpp, k + 1]
                 e = e + go if (k == kfin) & (jj == jfin) else e

@@ -1,7 +1,13 @@
-"""Text generation with a KV cache: greedy or temperature / top-p sampling, seeded, batched, with stop ids."""
+"""Text generation with a KV cache: greedy or temperature / top-p sampling, seeded, batched, with stop ids.
+
+:func:`iter_tokens` is the one decoding loop; it yields each step's tokens (and, on request, the LLM's
+last-layer hidden state *of* those tokens, which the speech decoder consumes while text is still being
+generated). :func:`generate_tokens` collects it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -12,8 +18,20 @@ from .interfaces import LLMBackbone
 
 
 @dataclass
+class TokenStep:
+    """One decoding step: ``tokens`` (B,), ``active`` (B,) bool = the row was still generating (its token is real,
+    possibly a stop token), ``stopped`` (B,) bool = this token is a stop token, ``hidden`` (B, D) the last-layer
+    hidden state of ``tokens`` (only when asked for)."""
+
+    tokens: Tensor
+    active: Tensor
+    stopped: Tensor
+    hidden: Tensor | None = None
+
+
+@dataclass
 class GenerationOutput:
-    """Generated token ids per sample (stop token excluded) and the prompt positions used."""
+    """Generated token ids per sample (stop token excluded) and whether each sample stopped on a stop token."""
 
     sequences: list[list[int]]
     finished: list[bool]
@@ -33,42 +51,54 @@ def sample_next(logits: Tensor, options: GenerationOptions, generator: torch.Gen
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def stop_ids(llm: LLMBackbone, options: GenerationOptions) -> list[int]:
+    """The tokenizer's end-of-turn ids plus ``options.stop_ids``."""
+    return sorted({*llm.tokenizer.eos_token_ids, *options.stop_ids})
+
+
 @torch.no_grad()
-def generate_tokens(
-    llm: LLMBackbone,
-    inputs_embeds: Tensor,
-    attention_mask: Tensor,
-    position_ids: Tensor,
-    options: GenerationOptions,
-) -> GenerationOutput:
-    """Prefill on left-padded embeddings, then decode token by token through the cache."""
+def iter_tokens(llm: LLMBackbone, inputs_embeds: Tensor, attention_mask: Tensor, position_ids: Tensor,
+                options: GenerationOptions, with_hidden: bool = False) -> Iterator[TokenStep]:
+    """Prefill on left-padded embeddings, then decode token by token through the cache, yielding each step."""
     device = inputs_embeds.device
     generator = None
     if options.temperature > 0.0:
         generator = torch.Generator(device=device)
-        generator.manual_seed(options.seed if options.seed is not None else torch.seed())
-    stop = torch.tensor(sorted({*llm.tokenizer.eos_token_ids, *options.stop_ids}), dtype=torch.long, device=device)
+        generator.manual_seed(options.seed if options.seed is not None else int(torch.seed() % 2**63))
+    stop = torch.tensor(stop_ids(llm, options), dtype=torch.long, device=device)
     bsz = inputs_embeds.shape[0]
     out = llm(inputs_embeds, attention_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1)
     finished = torch.zeros(bsz, dtype=torch.bool, device=device)
-    tokens: list[Tensor] = []
     pos = position_ids
     for step in range(options.max_new_tokens):
         nxt = sample_next(out.logits[:, -1].float(), options, generator)  # (B,)
-        nxt = torch.where(finished, torch.full_like(nxt, llm.tokenizer.pad_token_id), nxt)
-        tokens.append(nxt)
-        finished = finished | torch.isin(nxt, stop)
-        if bool(finished.all()) or step == options.max_new_tokens - 1:
-            break
-        attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=-1)
-        pos = llm.next_position_ids(pos)
-        out = llm(llm.embed_tokens(nxt[:, None]), attention_mask, position_ids=pos,
-                  past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
-    ids = torch.stack(tokens, dim=1).tolist() if tokens else [[] for _ in range(bsz)]
-    stops = set(stop.tolist())
-    seqs, done = [], []
-    for row in ids:
-        cut = next((i for i, t in enumerate(row) if t in stops), None)
-        seqs.append(row if cut is None else row[:cut])
-        done.append(cut is not None)
+        active = ~finished
+        nxt = torch.where(active, nxt, torch.full_like(nxt, llm.tokenizer.pad_token_id))
+        stopped = active & torch.isin(nxt, stop)
+        finished = finished | stopped
+        last = bool(finished.all()) or step == options.max_new_tokens - 1
+        hidden = None
+        if not last or with_hidden:
+            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=-1)
+            pos = llm.next_position_ids(pos)
+            out = llm(llm.embed_tokens(nxt[:, None]), attention_mask, position_ids=pos,
+                      past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+            hidden = out.hidden_states[:, -1]  # (B, D): the hidden state of `nxt`
+        yield TokenStep(nxt, active, stopped, hidden)
+        if last:
+            return
+
+
+def generate_tokens(llm: LLMBackbone, inputs_embeds: Tensor, attention_mask: Tensor, position_ids: Tensor,
+                    options: GenerationOptions) -> GenerationOutput:
+    """Run :func:`iter_tokens` to the end and collect each row's ids (stop tokens excluded)."""
+    bsz = inputs_embeds.shape[0]
+    seqs: list[list[int]] = [[] for _ in range(bsz)]
+    done = [False] * bsz
+    for step in iter_tokens(llm, inputs_embeds, attention_mask, position_ids, options):
+        for b in range(bsz):
+            if bool(step.stopped[b]):
+                done[b] = True
+            elif bool(step.active[b]):
+                seqs[b].append(int(step.tokens[b]))
     return GenerationOutput(seqs, done)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,30 +124,41 @@ class Lyra(nn.Module):
 
     # ------------------------------------------------------------------ inputs
 
-    def encode_media(self, modality: Modality, items: Sequence[Any]) -> list[MediaItem]:
+    def encode_media(self, modality: Modality, items: Sequence[Any],
+                     progress: Callable[[int, int], None] | None = None) -> list[MediaItem]:
         """Load, featurize, encode and project media items of one modality -> per item (n_tokens, D) + grid.
 
-        Rows that belong to one item (e.g. 30 s windows of a long recording) are concatenated in order and
-        only their valid tokens are kept.
+        Features come in bounded pieces (:meth:`Encoder.featurize_batches`), so memory holds one piece plus the
+        tokens; rows of one item (30 s windows of a long recording) are concatenated in order keeping only
+        valid tokens. ``progress(done_rows, total_rows_or_0)`` is called after each piece.
         """
         encoder: Encoder = self.encoders[modality.value]
         projector: Projector = self.projectors[modality.value]
         loaded = [load_media(modality, it) for it in items]
-        feats = encoder.featurize(loaded)
         p = next(encoder.parameters(), None)
-        if p is not None:
-            feats = feats.to(p.device, p.dtype)
-        out: MediaEmbeddings = projector(encoder(feats))
         per_item: list[list[Tensor]] = [[] for _ in items]
         grids: list[Tensor | None] = [None] * len(items)
-        for row, item in enumerate(feats.row_item):
-            per_item[item].append(out.embeddings[row][out.mask[row]])
-            if out.grids is not None:
-                grids[item] = out.grids[row]
+        total = _expected_rows(encoder, loaded)
+        done = 0
+        for feats in encoder.featurize_batches(loaded):
+            if p is not None:
+                feats = feats.to(p.device, p.dtype)
+            out: MediaEmbeddings = projector(encoder(feats))
+            for row, item in enumerate(feats.row_item):
+                per_item[item].append(out.embeddings[row][out.mask[row]])
+                if out.grids is not None:
+                    grids[item] = out.grids[row]
+            done += len(feats.row_item)
+            if progress is not None:
+                progress(done, total)
         return [(torch.cat(rows, dim=0), grids[i]) for i, rows in enumerate(per_item)]
 
-    def prepare(self, prompts: Sequence[Prompt | str], padding_side: str = "left") -> FusedBatch:
-        """Check prompts against their media, encode all media of the batch per modality, and fuse."""
+    def prepare(self, prompts: Sequence[Prompt | str], padding_side: str = "left",
+                progress: Callable[[str, int, int], None] | None = None) -> FusedBatch:
+        """Check prompts against their media, encode all media of the batch per modality, and fuse.
+
+        ``progress(modality, done, total)`` reports media encoding (total 0 = unknown).
+        """
         prompts = [Prompt(p) if isinstance(p, str) else p for p in prompts]
         if not prompts:
             raise LyraError("no prompts given")
@@ -157,7 +168,8 @@ class Lyra(nn.Module):
             owners = [(b, k) for b, md in enumerate(media) for k in range(len(md.get(m, [])))]
             if not owners:
                 continue
-            items = self.encode_media(m, [media[b][m][k] for b, k in owners])
+            report = (lambda d, t, m=m: progress(m.value, d, t)) if progress is not None else None
+            items = self.encode_media(m, [media[b][m][k] for b, k in owners], progress=report)
             for (b, _), item in zip(owners, items, strict=True):
                 encoded[b].setdefault(m, []).append(item)
         segments = []
@@ -185,20 +197,22 @@ class Lyra(nn.Module):
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt | str] | Prompt | str, options: GenerationOptions | None = None,
-                 **overrides: Any) -> list[str]:
-        """Answer each prompt; returns the decoded texts. ``overrides`` set :class:`GenerationOptions` fields."""
-        texts, _ = self.generate_ids(prompts, options, **overrides)
+                 progress: Callable[[str, int, int], None] | None = None, **overrides: Any) -> list[str]:
+        """Answer each prompt; returns the decoded texts. ``overrides`` set :class:`GenerationOptions` fields;
+        ``progress(modality, done, total)`` reports media encoding (useful for hours of audio)."""
+        texts, _ = self.generate_ids(prompts, options, progress, **overrides)
         return texts
 
     @torch.no_grad()
     def generate_ids(self, prompts: Sequence[Prompt | str] | Prompt | str, options: GenerationOptions | None = None,
+                     progress: Callable[[str, int, int], None] | None = None,
                      **overrides: Any) -> tuple[list[str], list[list[int]]]:
         """Like :meth:`generate`, also returning the generated token ids."""
         if isinstance(prompts, (str, Prompt)):
             prompts = [prompts]
         opts = (options or self.config.generation).model_copy(update=overrides)
         opts = GenerationOptions.model_validate(opts.model_dump())
-        batch = self.prepare(prompts, padding_side="left")
+        batch = self.prepare(prompts, padding_side="left", progress=progress)
         out = generate_tokens(self.llm, batch.inputs_embeds, batch.attention_mask, self.position_ids(batch), opts)
         texts = [self.llm.tokenizer.decode(ids, skip_special_tokens=True) for ids in out.sequences]
         return texts, out.sequences
@@ -254,6 +268,15 @@ class Lyra(nn.Module):
             raise CheckpointError(f"{weights} does not match {CONFIG_FILE}: missing {sorted(missing)[:5]}, "
                                   f"unexpected {sorted(unexpected)[:5]}")
         return model.eval()
+
+
+def _expected_rows(encoder: Encoder, media: Sequence[Any]) -> int:
+    """Rows a windowed audio encoder will produce (0 when unknown)."""
+    if encoder.window_seconds is None:
+        return 0
+    import math
+
+    return sum(max(1, math.ceil(len(m) / (16000 * encoder.window_seconds))) for m in media if hasattr(m, "__len__"))
 
 
 def _inferred(spec: ComponentSpec, **known: Any) -> dict[str, Any]:

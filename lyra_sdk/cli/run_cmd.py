@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import typer
@@ -55,5 +57,29 @@ def run(
                              "seed": seed}.items() if v is not None}
     p = Prompt(text, {m: [str(x) for x in items] for m, items in media.items() if items},
                system=system if system is not None else DEFAULT_SYSTEM)
-    answer = lyra.generate([p], **gen)[0]
+    with media_progress() as progress:
+        answer = lyra.generate([p], progress=progress, **gen)[0]
     typer.echo(answer)
+
+
+@contextlib.contextmanager
+def media_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar on stderr that appears only for media spanning several encoder windows."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("encoding {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err, transient=True)
+    tasks: dict[str, int] = {}
+
+    def update(label: str, done: int, total: int) -> None:
+        if total <= 2:
+            return
+        if label not in tasks:
+            bar.start()
+            tasks[label] = bar.add_task(f"{label} (30 s windows)", total=total)
+        bar.update(tasks[label], completed=done)
+
+    try:
+        yield update
+    finally:
+        bar.stop()

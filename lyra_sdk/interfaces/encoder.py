@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -63,11 +63,21 @@ class Encoder(Configurable, nn.Module, ABC):
     """
 
     modalities: ClassVar[frozenset[Modality]] = frozenset()
+    window_seconds: ClassVar[float | None] = None
+    """Length of the fixed windows long audio is split into (30 for Whisper); None if not windowed."""
     output_dim: int
 
     @abstractmethod
     def featurize(self, media: Sequence[Any]) -> Features:
         """Raw media items -> one batch of features (CPU tensors)."""
+
+    def featurize_batches(self, media: Sequence[Any]) -> Iterator[Features]:
+        """Like :meth:`featurize`, in bounded pieces, so hours of audio never sit in memory as features at once.
+
+        Each piece's ``row_item`` indexes ``media``; rows of one item come in order across pieces. The default
+        yields a single piece.
+        """
+        yield self.featurize(media)
 
     @abstractmethod
     def forward(self, features: Features) -> MediaEmbeddings:

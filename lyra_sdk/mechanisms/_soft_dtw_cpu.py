@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
+import torch
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
+from torch import Tensor
 
+_BIG = 1e30  # +inf of the padded grid; finite, so no lane ever computes inf - inf
 V = 32  # lanes (rows) per strip: two AVX-512 or four AVX2 float32 vectors (a step's latency chains overlap)
 _FM = {"nsz", "arcp", "contract", "afn"}  # no nnan/ninf: the kernels rely on min/select semantics
 
@@ -279,3 +283,34 @@ def softdtw_backward(G, lx, ly, go, ntj, rb, Wu, Wl, Wd):  # pragma: no cover
         for i in range(n):
             G[b, i, m:] = zero
         G[b, n:, :] = zero
+
+
+def _tiling(B: int, cols: int, rows: int, nthreads: int) -> tuple[int, int]:
+    """(column tiles, strips per row block): one whole-sample tile per sample when the batch fills the threads,
+    else column tiles of >= 128 columns (halo V - 1 per strip) run as a wavefront of one-strip row blocks."""
+    strips = -(-rows // V)
+    if nthreads <= 1 or B >= nthreads:
+        return 1, strips
+    ntj = min(-(-nthreads // B), max(1, cols // 128))
+    return (1, strips) if ntj == 1 else (ntj, 1)
+
+
+def forward(D: Tensor, lx: Tensor, ly: Tensor, gamma: float, need_w: bool) -> tuple[Tensor, tuple]:
+    """Values (B,) of the contiguous CPU cost ``D`` (B, L, S) and the state the backward needs."""
+    B, L, S = D.shape
+    ntj, rb = _tiling(B, int(ly.min()), L, numba.get_num_threads())
+    shape = (B, -(-L // V) if need_w else 1, ntj, -(-S // ntj) + V - 1, V)
+    W = tuple(torch.empty(shape, dtype=D.dtype) for _ in range(3))
+    out = torch.empty(B, dtype=D.dtype)
+    scalar = np.float32 if D.dtype == torch.float32 else np.float64
+    softdtw_forward(D.numpy(), lx.numpy(), ly.numpy(), scalar(gamma), scalar(_BIG), ntj, rb,
+                    *(w.numpy() for w in W), need_w, out.numpy())
+    return out, (W, ntj, rb)
+
+
+def backward(go: Tensor, lx: Tensor, ly: Tensor, shape: tuple[int, int, int], state: tuple) -> Tensor:
+    """The gradient (B, L, S) of ``sum(go * values)`` with respect to ``D``."""
+    W, ntj, rb = state
+    G = torch.empty(shape, dtype=go.dtype)
+    softdtw_backward(G.numpy(), lx.numpy(), ly.numpy(), go.numpy(), ntj, rb, *(w.numpy() for w in W))
+    return G

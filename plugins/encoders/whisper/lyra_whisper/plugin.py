@@ -7,7 +7,7 @@ window); each window gives 1500 frames (50 Hz), of which ceil(valid_samples / 32
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -19,7 +19,8 @@ from lyra_sdk.hookspecs import Register, hookimpl
 from lyra_sdk.interfaces import Encoder, Features, MediaEmbeddings, Modality, PluginOptions
 
 from .convert import load_checkpoint, load_strict
-from .features import SAMPLE_RATE, WINDOW_FRAMES, log_mel_spectrogram, split_windows, valid_frames
+from .features import (SAMPLE_RATE, WINDOW_FRAMES, WINDOW_SAMPLES, WINDOW_SECONDS, log_mel_spectrogram, num_windows,
+                       split_windows, valid_frames)
 from .model import WhisperEncoderConfig, WhisperEncoderModel
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class WhisperEncoder(Encoder):
         max_batch_windows: int = Field(8, gt=0, description="30 s windows encoded per forward chunk (bounds memory)")
 
     modalities: ClassVar[frozenset[Modality]] = frozenset({Modality.SPEECH, Modality.SOUND})
+    window_seconds: ClassVar[float | None] = float(WINDOW_SECONDS)
 
     def __init__(self, options: Options, config: WhisperEncoderConfig) -> None:
         super().__init__()
@@ -128,6 +130,22 @@ class WhisperEncoder(Encoder):
         mels = [log_mel_spectrogram(audio[i:i + step], self.n_mels) for i in range(0, audio.shape[0], step)]
         features = torch.cat(mels)  # (N, n_mels, 3000)
         return Features({"input_features": features}, row_item, valid_lengths, {"sample_rate": SAMPLE_RATE})
+
+    def featurize_batches(self, media: Sequence[Any]) -> Iterator[Features]:
+        """Windows of ``max_batch_windows`` at a time, cut from the clips lazily (no padded copy of long audio)."""
+        clips = [self._clip(item, index) for index, item in enumerate(media)]
+        todo = [(i, w) for i, c in enumerate(clips) for w in range(num_windows(len(c)))]
+        step = self.options.max_batch_windows
+        for start in range(0, len(todo), step):
+            group = todo[start : start + step]
+            audio = torch.zeros(len(group), WINDOW_SAMPLES)  # (n, 480000)
+            valid = []
+            for row, (i, w) in enumerate(group):
+                piece = clips[i][w * WINDOW_SAMPLES : (w + 1) * WINDOW_SAMPLES]
+                audio[row, : len(piece)] = torch.from_numpy(piece)
+                valid.append(valid_frames(len(piece), self.config.max_source_positions))
+            feats = log_mel_spectrogram(audio, self.n_mels)  # (n, n_mels, 3000)
+            yield Features({"input_features": feats}, [i for i, _ in group], valid, {"sample_rate": SAMPLE_RATE})
 
     def forward(self, features: Features) -> MediaEmbeddings:
         """``input_features`` (N, n_mels, 3000) -> embeddings (N, 1500, d_model), mask (N, 1500)."""

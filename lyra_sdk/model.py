@@ -210,12 +210,29 @@ class Lyra(nn.Module):
         """Like :meth:`generate`, also returning the generated token ids."""
         if isinstance(prompts, (str, Prompt)):
             prompts = [prompts]
-        opts = (options or self.config.generation).model_copy(update=overrides)
-        opts = GenerationOptions.model_validate(opts.model_dump())
+        opts = self._options(options, overrides)
         batch = self.prepare(prompts, padding_side="left", progress=progress)
         out = generate_tokens(self.llm, batch.inputs_embeds, batch.attention_mask, self.position_ids(batch), opts)
         texts = [self.llm.tokenizer.decode(ids, skip_special_tokens=True) for ids in out.sequences]
         return texts, out.sequences
+
+    def generate_speech(self, prompt: Prompt | str, options: GenerationOptions | None = None, **overrides: Any):
+        """Answer one prompt in text and speech -> :class:`~lyra_sdk.speech_output.SpeechAnswer`."""
+        from .speech_output import generate_speech
+
+        return generate_speech(self, Prompt(prompt) if isinstance(prompt, str) else prompt,
+                               self._options(options, overrides))
+
+    def stream_speech(self, prompt: Prompt | str, options: GenerationOptions | None = None, **overrides: Any):
+        """Answer one prompt, yielding :class:`~lyra_sdk.speech_output.SpeechChunk` audio while text is generated."""
+        from .speech_output import stream_speech
+
+        return stream_speech(self, Prompt(prompt) if isinstance(prompt, str) else prompt,
+                             self._options(options, overrides))
+
+    def _options(self, options: GenerationOptions | None, overrides: Mapping[str, Any]) -> GenerationOptions:
+        opts = (options or self.config.generation).model_copy(update=dict(overrides))
+        return GenerationOptions.model_validate(opts.model_dump())
 
     def chat(self, text: str, **media: Any) -> str:
         """One prompt, media by keyword (``speech="q.wav"``, ``image=[...]``); returns the answer text."""

@@ -27,6 +27,9 @@ def run(
     top_p: float | None = typer.Option(None, "--top-p", min=0.0, max=1.0, help="nucleus sampling mass"),
     seed: int | None = typer.Option(None, "--seed", help="sampling seed (same seed, same answer)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps"),
+    generate_speech: bool = typer.Option(False, "--generate-speech", help="also answer in speech (needs a speech decoder and vocoder)"),
+    out_speech: Path | None = typer.Option(None, "--out-speech", help="wav file for the spoken answer"),
+    stream: bool = typer.Option(False, "--stream", help="write the spoken answer to --out-speech as it is generated"),
 ) -> None:
     """Answer a prompt. Media given without a placeholder in the prompt are put before the text
     (images, videos, sounds, then speech: with no --prompt the speech is the instruction)."""
@@ -57,9 +60,34 @@ def run(
                              "seed": seed}.items() if v is not None}
     p = Prompt(text, {m: [str(x) for x in items] for m, items in media.items() if items},
                system=system if system is not None else DEFAULT_SYSTEM)
+    if generate_speech or out_speech is not None or stream:
+        if out_speech is None:
+            raise LyraError("--generate-speech needs --out-speech FILE.wav")
+        _speak(lyra, p, out_speech, stream, gen)
+        return
     with media_progress() as progress:
         answer = lyra.generate([p], progress=progress, **gen)[0]
     typer.echo(answer)
+
+
+def _speak(lyra, prompt, out: Path, stream: bool, gen: dict) -> None:
+    """Write the spoken answer to ``out`` (chunk by chunk when streaming) and print the text."""
+    from ..media.audio import WavWriter
+
+    if stream:
+        text, n = "", 0
+        with WavWriter(out, lyra.vocoder.sample_rate, atomic=False) as wav:
+            for chunk in lyra.stream_speech(prompt, **gen):
+                wav.write(chunk.audio.numpy())
+                text, n = chunk.text, n + 1
+        typer.echo(text)
+        err.print(f"wrote {out} ({wav.seconds:.2f} s in {n} streamed chunk(s))")
+        return
+    answer = lyra.generate_speech(prompt, **gen)
+    with WavWriter(out, answer.sample_rate) as wav:
+        wav.write(answer.waveform.numpy())
+    typer.echo(answer.text)
+    err.print(f"wrote {out} ({wav.seconds:.2f} s, {len(answer.units)} units)")
 
 
 @contextlib.contextmanager

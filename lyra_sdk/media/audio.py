@@ -142,3 +142,46 @@ def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE) -> np.ndarra
     log.debug("loaded %s: %d Hz x %d channel(s) -> %d samples at %d Hz",
               name, rate, data.shape[1], out.shape[0], sample_rate)
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+class WavWriter:
+    """Writes float audio to a 16-bit PCM wav incrementally (a streamed answer is playable as it grows).
+
+    With ``atomic`` the file is written under a temporary name and renamed on a clean close, so an interrupted
+    run never leaves a half-written file under the requested name; without it (streaming) every write is flushed
+    to the named file with an updated header, so the file can be played while it grows.
+    """
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int, atomic: bool = True) -> None:
+        self.path = Path(path)
+        self.sample_rate = sample_rate
+        self.frames = 0
+        if self.path.parent and not self.path.parent.exists():
+            raise MediaError(f"cannot write {self.path}: folder {self.path.parent} does not exist")
+        self._tmp = self.path.with_name(self.path.name + ".part") if atomic else self.path
+        self._file = sf.SoundFile(str(self._tmp), "w", samplerate=sample_rate, channels=1, subtype="PCM_16",
+                                  format="WAV")
+
+    def write(self, audio: np.ndarray) -> None:
+        """Append mono samples in [-1, 1]."""
+        data = np.asarray(audio, dtype=np.float32).reshape(-1)
+        self._file.write(np.clip(data, -1.0, 1.0))
+        self._file.flush()
+        self.frames += data.shape[0]
+
+    @property
+    def seconds(self) -> float:
+        """Audio written so far, in seconds."""
+        return self.frames / self.sample_rate
+
+    def __enter__(self) -> "WavWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._file.close()
+        if self._tmp == self.path:
+            return
+        if exc_type is None:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)

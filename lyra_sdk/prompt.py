@@ -22,7 +22,7 @@ class Prompt:
     ``text`` is the user turn; each ``<speech>``, ``<image>``, ``<video>`` or ``<sound>`` in it is replaced by
     the next item of that modality in ``media`` (paths, or already-loaded media). ``system`` overrides the
     config's system prompt (None = no system turn). ``answer`` is the assistant turn for training (its tokens
-    get labels); ``history`` holds earlier turns.
+    get labels); ``history`` holds earlier turns (their assistant turns get labels too when ``train_history``).
     """
 
     text: str
@@ -30,6 +30,7 @@ class Prompt:
     system: Any = DEFAULT_SYSTEM
     answer: str | None = None
     history: Sequence[ChatMessage] = ()
+    train_history: bool = True
 
     def media_by_modality(self) -> dict[Modality, list[Any]]:
         """``media`` with keys normalised to :class:`Modality` and empty lists dropped."""
@@ -85,32 +86,54 @@ def check_prompt(prompt: Prompt, available: set[Modality], index: int = 0) -> di
 
 
 def build_segments(llm: LLMBackbone, prompt: Prompt, system: str | None) -> list[Segment]:
-    """Chat-template the prompt and split it at placeholders into text ids and media slots.
+    """Chat-template the prompt and split it into text ids and media slots.
 
-    The answer (if any) is appended as the assistant turn with ``train=True`` so its tokens get labels.
+    Without an answer the rendering ends with the generation prompt. With one, the answer is the final
+    assistant turn and every assistant turn (the answer, and earlier ones when ``prompt.train_history``) gets
+    ``train=True`` including its end-of-turn token, located by rendering conversation prefixes.
     """
     def wrap(text: str) -> str:
-        return PLACEHOLDER_RE.sub(lambda mo: "{0}{1}{2}".format(
-            llm.media_wrappers.get(Modality(mo.group(1)), ("", ""))[0], mo.group(0),
-            llm.media_wrappers.get(Modality(mo.group(1)), ("", ""))[1]), text)
+        def sub(mo: re.Match) -> str:
+            pre, post = llm.media_wrappers.get(Modality(mo.group(1)), ("", ""))
+            return f"{pre}{mo.group(0)}{post}"
+
+        return PLACEHOLDER_RE.sub(sub, text)
 
     messages = [ChatMessage("system", system)] if system is not None else []
-    messages += [ChatMessage(h.role, wrap(h.content)) for h in prompt.history]
+    messages += [ChatMessage(h.role, wrap(h.content) if h.role == "user" else h.content) for h in prompt.history]
     messages.append(ChatMessage("user", wrap(prompt.text)))
-    rendered = llm.format_chat(messages, add_generation_prompt=True)
+    spans: list[tuple[int, int]] = []
+    if prompt.answer is None:
+        rendered = llm.format_chat(messages, add_generation_prompt=True)
+    else:
+        messages.append(ChatMessage("assistant", prompt.answer))
+        rendered = llm.format_chat(messages, add_generation_prompt=False)
+        for k, msg in enumerate(messages):
+            if msg.role != "assistant" or (k < len(messages) - 1 and not prompt.train_history):
+                continue
+            before = llm.format_chat(messages[:k], add_generation_prompt=True)
+            upto = llm.format_chat(messages[: k + 1], add_generation_prompt=False)
+            if not (rendered.startswith(upto) and upto.startswith(before)):
+                raise PromptError("the chat template does not render conversation prefixes as prefixes, so "
+                                  "assistant turns cannot be located for labels")
+            spans.append((len(before), len(upto)))
+
+    def trained(pos: int) -> bool:
+        return any(a <= pos < b for a, b in spans)
+
+    cuts = sorted({0, len(rendered), *[x for span in spans for x in span]})
     segments: list[Segment] = []
     counters: dict[Modality, int] = {}
-    pos = 0
-    for mo in PLACEHOLDER_RE.finditer(rendered):
-        if mo.start() > pos:
-            segments.append(Segment(ids=llm.tokenizer.encode(rendered[pos : mo.start()])))
-        m = Modality(mo.group(1))
-        segments.append(Segment(modality=m, index=counters.get(m, 0)))
-        counters[m] = counters.get(m, 0) + 1
-        pos = mo.end()
-    if pos < len(rendered):
-        segments.append(Segment(ids=llm.tokenizer.encode(rendered[pos:])))
-    if prompt.answer is not None:
-        ids = llm.tokenizer.encode(prompt.answer) + llm.tokenizer.eos_token_ids[:1]
-        segments.append(Segment(ids=ids, train=True))
+    for a, b in zip(cuts, cuts[1:]):
+        piece, train, pos = rendered[a:b], trained(a), 0
+        matches = [] if train else list(PLACEHOLDER_RE.finditer(piece))
+        for mo in matches:
+            if mo.start() > pos:
+                segments.append(Segment(ids=llm.tokenizer.encode(piece[pos : mo.start()])))
+            m = Modality(mo.group(1))
+            segments.append(Segment(modality=m, index=counters.get(m, 0)))
+            counters[m] = counters.get(m, 0) + 1
+            pos = mo.end()
+        if pos < len(piece):
+            segments.append(Segment(ids=llm.tokenizer.encode(piece[pos:]), train=train))
     return segments

@@ -58,3 +58,21 @@ def test_model_fuses_real_encoder_output(audio_model, tone):
     s = fb.spans[1][0]
     torch.testing.assert_close(fb.inputs_embeds[1, s.start : s.start + s.length], so[1][0], rtol=0, atol=0)
     assert fb.attention_mask[1, : fb.inputs_embeds.shape[1] - fb.attention_mask[1].sum()].sum() == 0  # left padding
+
+
+def test_labels_cover_exactly_the_assistant_turns(text_model):
+    from lyra_sdk.interfaces import ChatMessage
+
+    tok = text_model.llm.tokenizer
+    p = Prompt("second question", answer="second answer",
+               history=[ChatMessage("user", "first question"), ChatMessage("assistant", "first answer")])
+    fb = text_model.prepare([p], padding_side="right")
+    labelled = fb.labels[0][fb.labels[0] != IGNORE_INDEX].tolist()
+    assert tok.decode(labelled, skip_special_tokens=False) == "first answer<|im_end|>\nsecond answer<|im_end|>\n"
+    p.train_history = False
+    fb = text_model.prepare([p], padding_side="right")
+    labelled = fb.labels[0][fb.labels[0] != IGNORE_INDEX].tolist()
+    assert tok.decode(labelled, skip_special_tokens=False) == "second answer<|im_end|>\n"
+    # the labelled ids are the ids at those positions (teacher forcing)
+    pos = (fb.labels[0] != IGNORE_INDEX).nonzero().squeeze(-1)
+    assert torch.equal(fb.input_ids[0, pos], fb.labels[0, pos])

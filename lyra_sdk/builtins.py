@@ -21,3 +21,11 @@ def register_speech_decoders(register: Register) -> None:
     from .ctc import CtcSpeechDecoder
 
     register("ctc", CtcSpeechDecoder)
+
+
+@hookimpl
+def register_lora_routers(register: Register) -> None:
+    """Lyra's default LoRA router: no speech -> adapters off, one clip -> speech, more -> long_speech."""
+    from .mechanisms.routing import DefaultRouter
+
+    register("default", DefaultRouter)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from .errors import ConfigError
 from .interfaces import ComponentKind, Modality
+from .mechanisms.lora import LoraOptions
 
 Trainability = Literal["frozen", "lora", "full"]
 
@@ -57,6 +58,7 @@ class LyraConfig(_Strict):
     projectors: dict[Modality, ComponentSpec] = Field(default_factory=dict)
     speech_decoder: ComponentSpec | None = None
     vocoder: ComponentSpec | None = None
+    lora: LoraOptions | None = Field(None, description="MLoRA: named LoRA adapters on the LLM and the router")
     generation: GenerationOptions = Field(default_factory=GenerationOptions)
 
     _base_dir: Path | None = PrivateAttr(default=None)
@@ -188,6 +190,10 @@ def _raw_components(data: Mapping[str, Any]) -> list[tuple[str, ComponentKind, A
             out += [(f"{field}.{m}", kind, spec) for m, spec in group.items()]
     out.append(("speech_decoder", ComponentKind.SPEECH_DECODER, data.get("speech_decoder")))
     out.append(("vocoder", ComponentKind.VOCODER, data.get("vocoder")))
+    lora = data.get("lora")
+    if isinstance(lora, dict):
+        router = {"plugin": lora.get("router", "default"), "options": lora.get("router_options", {})}
+        out.append(("lora.router", ComponentKind.LORA_ROUTER, router))
     return out
 
 

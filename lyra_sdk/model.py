@@ -16,7 +16,9 @@ from .config import ComponentSpec, GenerationOptions, LyraConfig
 from .errors import CheckpointError, LyraError
 from .fusion import FusedBatch, MediaItem, fuse
 from .generation import generate_tokens
-from .interfaces import ComponentKind, Encoder, LLMBackbone, LLMOutput, MediaEmbeddings, Modality, Projector
+from .interfaces import (ComponentKind, Encoder, LLMBackbone, LLMOutput, LoraRouter, MediaEmbeddings, Modality,
+                         Projector, RoutingInput)
+from .mechanisms.lora import AdapterSet, route_for_batch
 from .media.load import load_media
 from .paths import asset_root
 from .prompt import DEFAULT_SYSTEM, Prompt, build_segments, check_prompt
@@ -37,7 +39,8 @@ class Lyra(nn.Module):
 
     def __init__(self, config: LyraConfig, llm: LLMBackbone, encoders: Mapping[Modality, Encoder],
                  projectors: Mapping[Modality, Projector], speech_decoder: nn.Module | None = None,
-                 vocoder: nn.Module | None = None) -> None:
+                 vocoder: nn.Module | None = None, lora: AdapterSet | None = None,
+                 router: LoraRouter | None = None) -> None:
         super().__init__()
         self.config = config
         self.llm = llm
@@ -45,6 +48,8 @@ class Lyra(nn.Module):
         self.projectors = nn.ModuleDict({m.value: p for m, p in projectors.items()})
         self.speech_decoder = speech_decoder
         self.vocoder = vocoder
+        self.lora = lora  # MLoRA adapters (their projector copies are saved as lora.projectors.<route>.*)
+        self.router = router
 
     # ------------------------------------------------------------------ construction
 
@@ -87,9 +92,20 @@ class Lyra(nn.Module):
                                                 _inferred(config.speech_decoder, llm_hidden_size=llm.hidden_size))
                 if config.vocoder is not None:
                     vocoder = host.build(ComponentKind.VOCODER, config.vocoder.plugin, config.vocoder.options)
+                adapters = router = None
+                if config.lora is not None and config.lora.adapters:
+                    lm = getattr(llm, "model", None)
+                    if not isinstance(lm, nn.Module):
+                        raise LyraError(f"LLM plugin {config.llm.plugin!r} exposes no transformers model for LoRA")
+                    adapters = AdapterSet.attach(lm, projectors, config.lora)
+                    entry = host.get(ComponentKind.LORA_ROUTER, config.lora.router)
+                    ropts = dict(config.lora.router_options)
+                    if "available" in entry.cls.Options.model_fields:
+                        ropts["available"] = list(config.lora.adapters)
+                    router = host.build(ComponentKind.LORA_ROUTER, config.lora.router, ropts)
         finally:
             torch.random.set_rng_state(cpu_rng)
-        model = cls(config, llm, encoders, projectors, speech_decoder, vocoder)
+        model = cls(config, llm, encoders, projectors, speech_decoder, vocoder, adapters, router)
         model.to(_DTYPES[config.dtype])
         model.apply_trainability()
         return model.eval()
@@ -133,7 +149,7 @@ class Lyra(nn.Module):
         valid tokens. ``progress(done_rows, total_rows_or_0)`` is called after each piece.
         """
         encoder: Encoder = self.encoders[modality.value]
-        projector: Projector = self.projectors[modality.value]
+        projector: Projector = self.projector(modality)
         loaded = [load_media(modality, it) for it in items]
         p = next(encoder.parameters(), None)
         per_item: list[list[Tensor]] = [[] for _ in items]
@@ -153,16 +169,40 @@ class Lyra(nn.Module):
                 progress(done, total)
         return [(torch.cat(rows, dim=0), grids[i]) for i, rows in enumerate(per_item)]
 
-    def prepare(self, prompts: Sequence[Prompt | str], padding_side: str = "left",
-                progress: Callable[[str, int, int], None] | None = None) -> FusedBatch:
-        """Check prompts against their media, encode all media of the batch per modality, and fuse.
+    def projector(self, modality: Modality) -> Projector:
+        """The projector in use for ``modality``: the active LoRA route's own copy, else the base one."""
+        if self.lora is not None and self.lora.active is not None:
+            return self.lora.projector(modality, self.lora.active)
+        return self.projectors[modality.value]
 
-        ``progress(modality, done, total)`` reports media encoding (total 0 = unknown).
+    def route_for(self, media: Sequence[Mapping[Modality, Sequence[Any]]]) -> str | None:
+        """The LoRA route for a batch (per sample by the router; a batch mixing routes is refused)."""
+        if self.lora is None or self.router is None:
+            return None
+        routes = []
+        for md in media:
+            speech = md.get(Modality.SPEECH, [])
+            enc = self.encoders[Modality.SPEECH.value] if Modality.SPEECH.value in self.encoders else None
+            win = enc.window_seconds if enc is not None else None
+            chunks = sum(max(1, -(-len(a) // int(16000 * win))) if win and hasattr(a, "__len__") else 1 for a in speech)
+            routes.append(self.router.route(RoutingInput({m: len(v) for m, v in md.items()}, chunks)))
+        return route_for_batch(routes)
+
+    def prepare(self, prompts: Sequence[Prompt | str], padding_side: str = "left",
+                progress: Callable[[str, int, int], None] | None = None, route: str | None = "auto") -> FusedBatch:
+        """Check prompts against their media, load it, pick the LoRA route, encode media per modality, and fuse.
+
+        ``route`` = ``"auto"`` asks the router (MLoRA); a route name or None (adapters off) forces it; the chosen
+        route stays active for the forward / generation that follows. ``progress(modality, done, total)``
+        reports media encoding (total 0 = unknown).
         """
         prompts = [Prompt(p) if isinstance(p, str) else p for p in prompts]
         if not prompts:
             raise LyraError("no prompts given")
         media = [check_prompt(p, self.modalities, i) for i, p in enumerate(prompts)]
+        media = [{m: [load_media(m, it) for it in items] for m, items in md.items()} for md in media]
+        if self.lora is not None:
+            self.lora.activate(self.route_for(media) if route == "auto" else route)
         encoded: list[dict[Modality, list[MediaItem]]] = [{} for _ in prompts]
         for m in Modality:
             owners = [(b, k) for b, md in enumerate(media) for k in range(len(md.get(m, [])))]
@@ -197,21 +237,23 @@ class Lyra(nn.Module):
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt | str] | Prompt | str, options: GenerationOptions | None = None,
-                 progress: Callable[[str, int, int], None] | None = None, **overrides: Any) -> list[str]:
+                 progress: Callable[[str, int, int], None] | None = None, route: str | None = "auto",
+                 **overrides: Any) -> list[str]:
         """Answer each prompt; returns the decoded texts. ``overrides`` set :class:`GenerationOptions` fields;
-        ``progress(modality, done, total)`` reports media encoding (useful for hours of audio)."""
-        texts, _ = self.generate_ids(prompts, options, progress, **overrides)
+        ``progress(modality, done, total)`` reports media encoding (useful for hours of audio); ``route`` picks
+        the LoRA route (``"auto"``: the router decides; None: adapters off)."""
+        texts, _ = self.generate_ids(prompts, options, progress, route, **overrides)
         return texts
 
     @torch.no_grad()
     def generate_ids(self, prompts: Sequence[Prompt | str] | Prompt | str, options: GenerationOptions | None = None,
-                     progress: Callable[[str, int, int], None] | None = None,
+                     progress: Callable[[str, int, int], None] | None = None, route: str | None = "auto",
                      **overrides: Any) -> tuple[list[str], list[list[int]]]:
         """Like :meth:`generate`, also returning the generated token ids."""
         if isinstance(prompts, (str, Prompt)):
             prompts = [prompts]
         opts = self._options(options, overrides)
-        batch = self.prepare(prompts, padding_side="left", progress=progress)
+        batch = self.prepare(prompts, padding_side="left", progress=progress, route=route)
         out = generate_tokens(self.llm, batch.inputs_embeds, batch.attention_mask, self.position_ids(batch), opts)
         texts = [self.llm.tokenizer.decode(ids, skip_special_tokens=True) for ids in out.sequences]
         return texts, out.sequences
@@ -240,6 +282,28 @@ class Lyra(nn.Module):
         return self.generate([Prompt(text, items)])[0]
 
     # ------------------------------------------------------------------ save / load
+
+    def export_merged(self, route: str, directory: str | os.PathLike) -> Path:
+        """Write a standalone model with LoRA ``route`` merged into the LLM and its projectors as the base ones."""
+        if self.lora is None or route not in self.lora.routes:
+            have = ", ".join(self.lora.routes) if self.lora is not None else "none"
+            raise LyraError(f"no LoRA route {route!r} to merge (routes: {have})")
+        cfg = self.config.model_copy(deep=True)
+        cfg.lora = None
+        for path, spec, module in self.component_specs():
+            _spec_at(cfg, path).options = module.saved_options().model_dump(mode="json")
+        plain = Lyra.from_config(cfg, device="meta")
+        merged = self.lora.merged_copy(self.llm.model, route)
+        state = {f"llm.model.{k}": v for k, v in merged.state_dict().items()}
+        for name, module in (("encoders", self.encoders), ("speech_decoder", self.speech_decoder),
+                             ("vocoder", self.vocoder)):
+            if module is not None:
+                state.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
+        for m in self.config.projectors:
+            state.update({f"projectors.{m.value}.{k}": v for k, v in self.lora.projector(m, route).state_dict().items()})
+        plain.load_state_dict(state, strict=True, assign=True)
+        plain.config._base_dir = self.config.base_dir
+        return plain.save_pretrained(directory)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``lyra_config.json`` (architecture-only options) and ``model.safetensors`` (all weights)."""

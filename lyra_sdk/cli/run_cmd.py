@@ -30,6 +30,7 @@ def run(
     generate_speech: bool = typer.Option(False, "--generate-speech", help="also answer in speech (needs a speech decoder and vocoder)"),
     out_speech: Path | None = typer.Option(None, "--out-speech", help="wav file for the spoken answer"),
     stream: bool = typer.Option(False, "--stream", help="write the spoken answer to --out-speech as it is generated"),
+    route: str = typer.Option("auto", "--route", help="LoRA route: auto (the router decides), none, or a route name"),
 ) -> None:
     """Answer a prompt. Media given without a placeholder in the prompt are put before the text
     (images, videos, sounds, then speech: with no --prompt the speech is the instruction)."""
@@ -66,7 +67,7 @@ def run(
         _speak(lyra, p, out_speech, stream, gen)
         return
     with media_progress() as progress:
-        answer = lyra.generate([p], progress=progress, **gen)[0]
+        answer = lyra.generate([p], progress=progress, route=None if route == "none" else route, **gen)[0]
     typer.echo(answer)
 
 

@@ -42,8 +42,9 @@ _LN2 = np.float32(math.log(2.0))
 _LOG2E = np.float32(1.0 / math.log(2.0))
 _MIN_EXP2 = np.float32(-126.0)
 # 2**f on [0, 1): weighted least-squares (near-minimax) fit, max relative error 2.8e-8.
-_P0, _P1, _P2, _P3 = np.float32(1.000000002), np.float32(0.6931469838), np.float32(0.2402298362), np.float32(0.05548334212)
-_P4, _P5, _P6 = np.float32(0.009678840718), np.float32(0.001243969038), np.float32(0.000217022467)
+_P0, _P1, _P2 = np.float32(1.000000002), np.float32(0.6931469838), np.float32(0.2402298362)
+_P3, _P4, _P5, _P6 = np.float32(0.05548334212), np.float32(0.009678840718), np.float32(0.001243969038), np.float32(
+    0.000217022467)
 _C3, _C5, _C7, _C9 = np.float32(1 / 3), np.float32(1 / 5), np.float32(1 / 7), np.float32(1 / 9)
 
 
@@ -128,7 +129,7 @@ def _fwd_tile(D, b, p0, p1, c, n, m, j0, j1, g, big, RU, RL, Wu, Wl, Wd, need_w,
             ring[1, k + 1] = v  # step -2
         ring[2, 0] = RU[b, p, j0 + 1]  # R(i0 - 1, j0)
         ring[1, 0] = RU[b, p, j0]  # R(i0 - 1, j0 - 1)
-        kfin = n - 1 - i0
+        kfin = n - 1 - i0 if j0 <= m - 1 < j1 else -1  # lane of the final cell, if this strip and tile hold it
         for t in range(nsteps):
             ci = t % 3
             pi = (t + 2) % 3

@@ -98,8 +98,9 @@ def forward(D: Tensor, lx: Tensor, ly: Tensor, gamma: float, need_w: bool) -> tu
     Wu, Wl, Wd = (D.new_zeros(shape) for _ in range(3))
     out = D.new_empty(B)
     block, warps = _block(L)
-    _fwd_kernel[(B,)](Ds, R, Wu, Wl, Wd, lx, ly, out, D.new_full((1,), gamma), Ds.stride(0), Ds.stride(1), R.stride(0), R.stride(1),
-                      Wu.stride(0), Wu.stride(1), NEED_W=need_w, BLOCK=block, num_warps=warps)
+    _fwd_kernel[(B,)](Ds, R, Wu, Wl, Wd, lx, ly, out, D.new_full((1,), gamma), Ds.stride(0), Ds.stride(1),
+                      R.stride(0), R.stride(1), Wu.stride(0), Wu.stride(1), NEED_W=need_w, BLOCK=block,
+                      num_warps=warps)
     return out, (Wu, Wl, Wd)
 
 

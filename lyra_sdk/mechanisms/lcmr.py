@@ -141,8 +141,8 @@ def _check(speech_tokens, speech_mask, text_embeds, text_mask, has_transcript) -
             raise SoftDTWInputError(f"{name} must be a bool tensor of shape {shape}, got {m.dtype} {tuple(m.shape)}")
     if has_transcript is None:
         return torch.ones(B, dtype=torch.bool, device=speech_tokens.device)
-    if not isinstance(has_transcript, Tensor) or has_transcript.dtype != torch.bool or tuple(has_transcript.shape) != (B,):
-        got = f"{has_transcript.dtype} {tuple(has_transcript.shape)}" if isinstance(has_transcript, Tensor) else (
-            type(has_transcript).__name__)
+    is_tensor = isinstance(has_transcript, Tensor)
+    if not is_tensor or has_transcript.dtype != torch.bool or tuple(has_transcript.shape) != (B,):
+        got = f"{has_transcript.dtype} {tuple(has_transcript.shape)}" if is_tensor else type(has_transcript).__name__
         raise SoftDTWInputError(f"has_transcript must be a bool tensor of shape ({B},) or None, got {got}")
     return has_transcript.to(speech_tokens.device)

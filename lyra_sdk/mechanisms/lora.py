@@ -230,7 +230,8 @@ class AdapterSet(nn.Module):
                 if route not in holder:
                     continue
                 sub = holder[route]
-                params = [("", sub)] if isinstance(sub, nn.Parameter) else [("." + k, p) for k, p in sub.named_parameters()]
+                is_param = isinstance(sub, nn.Parameter)
+                params = [("", sub)] if is_param else [("." + k, p) for k, p in sub.named_parameters()]
                 for suffix, p in params:
                     yield f"{name}.{attr}.{route}{suffix}", f"{PEFT_PREFIX}{name}.{attr}{suffix}", p
 
@@ -318,9 +319,9 @@ class AdapterSet(nn.Module):
         ad = self.options.adapters[route]
         if data.get("peft_type", "LORA") != "LORA":
             raise CheckpointError(f"{cfg_file}: expected a LORA adapter, got peft_type {data.get('peft_type')!r}")
-        for flag in ("use_dora", "use_rslora"):
+        for flag in ("use_dora", "use_rslora", "rank_pattern", "alpha_pattern"):
             if data.get(flag):
-                raise CheckpointError(f"{cfg_file}: {flag} adapters are not supported")
+                raise CheckpointError(f"{cfg_file}: {flag} is not supported (one rank and alpha per adapter)")
         if data.get("r") != ad.r:
             raise CheckpointError(f"{cfg_file}: adapter rank r={data.get('r')}, but lora.adapters.{route}.r is {ad.r}")
         if data.get("lora_alpha") is None or float(data["lora_alpha"]) != ad.alpha:

@@ -116,14 +116,16 @@ def _check_lengths(lengths, cost: Tensor) -> tuple[Tensor, Tensor]:
         if any(x.is_floating_point() or x.is_complex() or x.dtype == torch.bool for x in pair):
             raise SoftDTWInputError("lengths must hold integers, got a pair of non-integer tensors")
         if any(x.shape[0] != B for x in pair):
-            raise SoftDTWInputError(f"lengths must be two tensors of shape ({B},), got {[tuple(x.shape) for x in pair]}")
+            got = [tuple(x.shape) for x in pair]
+            raise SoftDTWInputError(f"lengths must be two tensors of shape ({B},), got {got}")
         lx, ly = (x.to(torch.int64) for x in pair)
     else:
         t = lengths.detach().cpu() if isinstance(lengths, Tensor) else torch.as_tensor(lengths)
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise SoftDTWInputError(f"lengths must hold integers, got dtype {t.dtype}")
         if tuple(t.shape) != (B, 2):
-            raise SoftDTWInputError(f"lengths must have shape ({B}, 2) = (len_l, len_s) per sample, got {tuple(t.shape)}")
+            raise SoftDTWInputError(
+                f"lengths must have shape ({B}, 2) = (len_l, len_s) per sample, got {tuple(t.shape)}")
         lx, ly = t[:, 0].to(torch.int64), t[:, 1].to(torch.int64)
     for name, x, hi in (("len_l", lx, L), ("len_s", ly, S)):
         bad = ((x < 1) | (x > hi)).nonzero().flatten()

@@ -135,7 +135,8 @@ def _decode_seeking(source: Path | bytes, name: str, indices: list[int], fps: fl
     return kept
 
 
-def _read_frames(source: Path | bytes, name: str, max_frames: int) -> tuple[list[Image.Image], list[float], float, float]:
+def _read_frames(source: Path | bytes, name: str,
+                 max_frames: int) -> tuple[list[Image.Image], list[float], float, float]:
     with _open(source, name) as container:
         stream, fps, duration, start = _stream_info(container, name)
         total = int(stream.frames or 0)

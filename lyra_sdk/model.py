@@ -92,23 +92,38 @@ class Lyra(nn.Module):
                                                 _inferred(config.speech_decoder, llm_hidden_size=llm.hidden_size))
                 if config.vocoder is not None:
                     vocoder = host.build(ComponentKind.VOCODER, config.vocoder.plugin, config.vocoder.options)
-                adapters = router = None
-                if config.lora is not None and config.lora.adapters:
-                    lm = getattr(llm, "model", None)
-                    if not isinstance(lm, nn.Module):
-                        raise LyraError(f"LLM plugin {config.llm.plugin!r} exposes no transformers model for LoRA")
-                    adapters = AdapterSet.attach(lm, projectors, config.lora)
-                    entry = host.get(ComponentKind.LORA_ROUTER, config.lora.router)
-                    ropts = dict(config.lora.router_options)
-                    if "available" in entry.cls.Options.model_fields:
-                        ropts["available"] = list(config.lora.adapters)
-                    router = host.build(ComponentKind.LORA_ROUTER, config.lora.router, ropts)
         finally:
             torch.random.set_rng_state(cpu_rng)
-        model = cls(config, llm, encoders, projectors, speech_decoder, vocoder, adapters, router)
+        model = cls(config, llm, encoders, projectors, speech_decoder, vocoder)
+        if config.lora is not None and config.lora.adapters:
+            model.attach_lora(config.lora, host=host)
         model.to(_DTYPES[config.dtype])
         model.apply_trainability()
         return model.eval()
+
+    def attach_lora(self, options: Any, *, host: Any = None) -> None:
+        """Add MLoRA adapters (and their projector copies) to the LLM and build the router.
+
+        New adapters start as the identity (LoRA B = 0), so a model's outputs do not change until they train.
+        """
+        from .mechanisms.lora import LoraOptions
+        from .plugins import default_host
+
+        if self.lora is not None:
+            raise LyraError("this model already has LoRA adapters")
+        host = host or default_host()
+        options = LoraOptions.model_validate(options)
+        lm = getattr(self.llm, "model", None)
+        if not isinstance(lm, nn.Module):
+            raise LyraError(f"LLM plugin {self.config.llm.plugin!r} exposes no transformers model for LoRA")
+        projectors = {Modality(m): p for m, p in self.projectors.items()}
+        self.lora = AdapterSet.attach(lm, projectors, options)
+        entry = host.get(ComponentKind.LORA_ROUTER, options.router)
+        ropts = dict(options.router_options)
+        if "available" in entry.cls.Options.model_fields:
+            ropts["available"] = list(options.adapters)
+        self.router = host.build(ComponentKind.LORA_ROUTER, options.router, ropts)
+        self.config.lora = options
 
     def component_specs(self) -> list[tuple[str, ComponentSpec, nn.Module]]:
         """(dotted path, spec, module) for every built component."""
@@ -230,9 +245,9 @@ class Lyra(nn.Module):
         out = self.llm(batch.inputs_embeds, batch.attention_mask, position_ids=self.position_ids(batch))
         loss = None
         if compute_loss and bool((batch.labels != -100).any()):
-            logits = out.logits[:, :-1].float()
-            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.labels[:, 1:].reshape(-1),
-                                               ignore_index=-100)
+            targets = batch.labels[:, 1:]
+            keep = targets != -100
+            loss = nn.functional.cross_entropy(out.logits[:, :-1][keep].float(), targets[keep])
         return out, loss
 
     @torch.no_grad()
@@ -322,8 +337,11 @@ class Lyra(nn.Module):
         return out
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, *, host: Any = None) -> "Lyra":
-        """Load a folder written by :meth:`save_pretrained`; relative paths in it resolve against the folder."""
+    def from_pretrained(cls, directory: str | os.PathLike, *, host: Any = None, overrides: Sequence[str] = ()) -> "Lyra":
+        """Load a folder written by :meth:`save_pretrained`; relative paths in it resolve against the folder.
+
+        ``overrides`` may change what does not touch the weights' shapes (``trainable``, generation, ...).
+        """
         from safetensors import SafetensorError
         from safetensors.torch import load_model
 
@@ -339,7 +357,10 @@ class Lyra(nn.Module):
             data = json.loads(cfg_file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"{cfg_file} is not valid JSON: {exc}") from None
-        config = LyraConfig.from_dict(data, host=host, source=str(cfg_file), base_dir=folder.resolve())
+        config = LyraConfig.from_dict(data, overrides, host=host, source=str(cfg_file), base_dir=folder.resolve())
+        new_lora = config.lora if (config.lora is not None and not data.get("lora")) else None
+        if new_lora is not None:  # adapters added by overrides: load the saved weights first, then attach
+            config.lora = None
         model = cls.from_config(config, host=host)
         try:
             missing, unexpected = load_model(model, str(weights), strict=False)
@@ -348,6 +369,9 @@ class Lyra(nn.Module):
         if missing or unexpected:
             raise CheckpointError(f"{weights} does not match {CONFIG_FILE}: missing {sorted(missing)[:5]}, "
                                   f"unexpected {sorted(unexpected)[:5]}")
+        if new_lora is not None:
+            model.attach_lora(new_lora, host=host)
+            model.to(_DTYPES[config.dtype])
         return model.eval()
 
 

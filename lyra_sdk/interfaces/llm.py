@@ -88,12 +88,18 @@ class LLMBackbone(Configurable, nn.Module, ABC):
         past_key_values: Any | None = None,
         use_cache: bool = False,
         logits_to_keep: int = 0,
+        return_logits: bool = True,
     ) -> LLMOutput:
         """Run the decoder on ``inputs_embeds`` (B, L, D).
 
         ``attention_mask`` (B, L_past + L) is 1 for real tokens; ``position_ids`` is (B, L), or (3, B, L)
-        for M-RoPE models; ``logits_to_keep`` = k > 0 computes logits for the last k positions only.
+        for M-RoPE models; ``logits_to_keep`` = k > 0 computes logits for the last k positions only;
+        ``return_logits=False`` skips the LM head (training computes logits only where labels are).
         """
+
+    @abstractmethod
+    def logits(self, hidden_states: Tensor) -> Tensor:
+        """The LM head: (..., D) final hidden states -> (..., V) logits."""
 
     @abstractmethod
     def format_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:

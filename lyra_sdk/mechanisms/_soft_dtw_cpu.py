@@ -7,9 +7,14 @@ Layout. A sample's (L, S) grid is cut into strips of ``V`` rows. A strip is swep
 at step ``t`` lane ``k`` holds cell ``(i0 + k, j0 + t - k)``, so the ``V`` lanes of a step are independent
 (they lie on one anti-diagonal) and the inner loop over lanes vectorises, while the data a step needs sits in
 the lanes of the two previous steps. Transcendentals are float32 polynomials (vectorisable, ~3e-8 relative
-error) for float32 inputs and libm for float64. Columns may be split into ``ntj`` tiles and rows into blocks
-of ``rb`` strips; tiles then run as a wavefront over (row block + column tile), in parallel over the batch and
-over the tiles of one anti-diagonal, which keeps both cores busy when B = 1.
+error) for float32 inputs and libm for float64.
+
+Threads. With at least as many samples as threads, each sample is one tile and the batch runs under numba's
+``prange`` (one parallel region per pass). With fewer samples (B = 1), the columns are cut into ``ntj`` tiles and
+the rows into blocks of ``rb`` strips; tile c runs in its own Python thread (the kernels release the GIL),
+block after block, each block once tile c - 1 has finished it: a pipeline with point-to-point waits. A
+wavefront of ``prange`` regions would put a barrier of all threads after every block, and on a busy machine
+every barrier waits for the thread the OS paused (measured: 50x slower at 2 threads on 2 busy cores).
 
 Forward stores, per cell, the softmin weights of its three predecessors (``Wu`` up, ``Wl`` left, ``Wd``
 diagonal); they sum to 1. The backward needs no exponential: E[i, j] = E[i+1, j] Wu[i+1, j] +
@@ -20,6 +25,10 @@ already evaluated. Weights are kept per (strip, tile) in the skewed step-major l
 from __future__ import annotations
 
 import math
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -104,7 +113,7 @@ def _ov_log_1_3(s):
     return lambda s: math.log(s)
 
 
-@njit(cache=True, fastmath=_FM, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _fwd_tile(D, b, p0, p1, c, n, m, j0, j1, g, big, RU, RL, Wu, Wl, Wd, need_w, out):  # pragma: no cover
     nv = Wu.shape[4]  # == V, read at run time: a constant trip count gets unrolled and then not vectorised
     w = j1 - j0
@@ -160,7 +169,7 @@ def _fwd_tile(D, b, p0, p1, c, n, m, j0, j1, g, big, RU, RL, Wu, Wl, Wd, need_w,
             ring[ci, 0] = RU[b, p, min(j0 + t + 2, j1)]  # R(i0 - 1, j0 + t + 1), clamped inside the tile
 
 
-@njit(cache=True, fastmath=_FM, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _bwd_tile(G, b, p0, p1, c, n, m, j0, j1, go, zero, Wu, Wl, Wd, BU, BD, CL, CD):  # pragma: no cover
     nv = Wu.shape[4]  # == V, read at run time (see _fwd_tile)
     w = j1 - j0
@@ -227,91 +236,157 @@ def _bwd_tile(G, b, p0, p1, c, n, m, j0, j1, go, zero, Wu, Wl, Wd, BU, BD, CL, C
                 G[b, i0 + k, j0 + jj] = Esk[jj + k, k]
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def softdtw_forward(D, lx, ly, g, big, ntj, rb, Wu, Wl, Wd, need_w, out):  # pragma: no cover
-    """R[lx-1, ly-1] per sample into ``out``; the weights into ``Wu, Wl, Wd`` (B, NS, ntj, WS, V) if need_w."""
-    B, L, S = D.shape
-    ns = (L + V - 1) // V
-    RU = np.empty((B, ns + 1, S + 1), D.dtype)  # RU[b, p, x + 1] = R(p V - 1, x)
-    RL = np.empty((B, ntj + 1, ns * V), D.dtype)  # RL[b, c, i] = R(i, j0(c) - 1)
-    zero = g - g
-    for b in range(B):
-        RU[b, 0, 0] = zero
-        RU[b, 0, 1:] = big
-        RU[b, 1:, 0] = big
-        RL[b, 0, :] = big
-    nrb = (ns + rb - 1) // rb
-    for t in range(nrb + ntj - 1):
-        for q in prange(B * ntj):
-            b = q // ntj
-            c = q - b * ntj
-            r = t - c
-            n = lx[b]
-            m = ly[b]
-            p0 = r * rb
-            p1 = min((n + V - 1) // V, p0 + rb)
-            if r >= 0 and p0 < p1:
-                _fwd_tile(D, b, p0, p1, c, n, m, c * m // ntj, (c + 1) * m // ntj, g, big, RU, RL, Wu, Wl, Wd,
-                          need_w, out)
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
-def softdtw_backward(G, lx, ly, go, ntj, rb, Wu, Wl, Wd):  # pragma: no cover
-    """dR[lx-1, ly-1] / dD times ``go`` per sample into ``G`` (B, L, S), zero outside the valid lengths."""
-    B, L, S = G.shape
-    ns = (L + V - 1) // V
-    BU = np.zeros((B, ns + 1, S + 2 * V), G.dtype)  # BU[b, p, j + V] = E(p V, j) Wu(p V, j)
-    BD = np.zeros((B, ns + 1, S + 2 * V), G.dtype)
-    CL = np.zeros((B, ntj + 1, ns * V), G.dtype)  # CL[b, c, i] = E(i, j0(c)) Wl(i, j0(c))
-    CD = np.zeros((B, ntj + 1, ns * V), G.dtype)
-    zero = np.zeros(1, G.dtype)[0]
-    nrb = (ns + rb - 1) // rb
-    for t in range(nrb + ntj - 2, -1, -1):
-        for q in prange(B * ntj):
-            b = q // ntj
-            c = q - b * ntj
-            r = t - c
-            n = lx[b]
-            m = ly[b]
-            p0 = r * rb
-            p1 = min((n + V - 1) // V, p0 + rb)
-            if r >= 0 and p0 < p1:
-                _bwd_tile(G, b, p0, p1, c, n, m, c * m // ntj, (c + 1) * m // ntj, go[b], zero, Wu, Wl,
-                          Wd, BU, BD, CL, CD)
-    for b in prange(B):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _fwd_block(D, lx, ly, g, big, ntj, rb, r, c, RU, RL, Wu, Wl, Wd, need_w, out):  # pragma: no cover
+    """Row block ``r`` (strips r rb .. r rb + rb - 1) of column tile ``c``, for every sample."""
+    for b in range(D.shape[0]):
         n = lx[b]
         m = ly[b]
+        p0 = r * rb
+        p1 = min((n + V - 1) // V, p0 + rb)
+        if p0 < p1:
+            _fwd_tile(D, b, p0, p1, c, n, m, c * m // ntj, (c + 1) * m // ntj, g, big, RU, RL, Wu, Wl, Wd, need_w,
+                      out)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _fwd_batch(D, lx, ly, g, big, RU, RL, Wu, Wl, Wd, need_w, out):  # pragma: no cover
+    """Every sample as one tile, in parallel over the batch."""
+    for b in prange(D.shape[0]):
+        n = lx[b]
+        m = ly[b]
+        _fwd_tile(D, b, 0, (n + V - 1) // V, 0, n, m, 0, m, g, big, RU, RL, Wu, Wl, Wd, need_w, out)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _bwd_block(G, lx, ly, go, zero, ntj, rb, r, c, Wu, Wl, Wd, BU, BD, CL, CD):  # pragma: no cover
+    """Backward of row block ``r`` of column tile ``c``, for every sample."""
+    for b in range(G.shape[0]):
+        n = lx[b]
+        m = ly[b]
+        p0 = r * rb
+        p1 = min((n + V - 1) // V, p0 + rb)
+        if p0 < p1:
+            _bwd_tile(G, b, p0, p1, c, n, m, c * m // ntj, (c + 1) * m // ntj, go[b], zero, Wu, Wl, Wd, BU, BD, CL,
+                      CD)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _bwd_batch(G, lx, ly, go, zero, Wu, Wl, Wd, BU, BD, CL, CD):  # pragma: no cover
+    """Backward of every sample as one tile, in parallel over the batch."""
+    for b in prange(G.shape[0]):
+        n = lx[b]
+        m = ly[b]
+        _bwd_tile(G, b, 0, (n + V - 1) // V, 0, n, m, 0, m, go[b], zero, Wu, Wl, Wd, BU, BD, CL, CD)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _zero_padding(G, lx, ly, zero):  # pragma: no cover
+    for b in prange(G.shape[0]):
+        n = lx[b]
         for i in range(n):
-            G[b, i, m:] = zero
+            G[b, i, ly[b]:] = zero
         G[b, n:, :] = zero
 
 
 def _tiling(B: int, cols: int, rows: int, nthreads: int) -> tuple[int, int]:
-    """(column tiles, strips per row block): one whole-sample tile per sample when the batch fills the threads,
-    else column tiles of >= 128 columns (halo V - 1 per strip) run as a wavefront of one-strip row blocks."""
+    """(column tiles, strips per row block). One whole-sample tile per sample when the batch fills the threads;
+    else ``ntj`` column tiles of >= 128 columns (each strip costs a halo of V - 1 steps) and about 4 ntj row
+    blocks, which the threads run as a pipeline."""
     strips = -(-rows // V)
     if nthreads <= 1 or B >= nthreads:
         return 1, strips
     ntj = min(-(-nthreads // B), max(1, cols // 128))
-    return (1, strips) if ntj == 1 else (ntj, 1)
+    return (1, strips) if ntj == 1 else (ntj, max(1, strips // (4 * ntj)))
+
+
+_EXECUTOR: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    global _EXECUTOR
+    if _EXECUTOR is None or _EXECUTOR[0] != os.getpid() or _EXECUTOR[1]._max_workers < workers:
+        _EXECUTOR = (os.getpid(), ThreadPoolExecutor(workers, thread_name_prefix="lyra-soft-dtw"))
+    return _EXECUTOR[1]
+
+
+def _pipeline(ntj: int, nrb: int, run: Callable[[int, int], None], reverse: bool) -> None:
+    """Run ``run(r, c)`` for every row block r and column tile c: tile c in its own thread, its blocks in order,
+    each once tile c - 1 has finished that block (``reverse``: tiles and blocks backwards, after tile c + 1).
+
+    The threads wait only on their neighbour, never on a barrier of all threads, so a thread that the OS
+    pauses (a busy machine) delays only the tiles that depend on it; the kernels release the GIL.
+    """
+    done = [0] * ntj
+    failed: list[BaseException] = []
+    cond = threading.Condition()
+    blocks = range(nrb - 1, -1, -1) if reverse else range(nrb)
+
+    def worker(c: int) -> None:
+        dep = c + 1 if reverse else c - 1
+        try:
+            for k, r in enumerate(blocks):
+                if 0 <= dep < ntj:
+                    with cond:
+                        cond.wait_for(lambda: done[dep] > k or failed)
+                        if failed:
+                            return
+                run(r, c)
+                with cond:
+                    done[c] = k + 1
+                    cond.notify_all()
+        except BaseException as err:
+            with cond:
+                failed.append(err)
+                cond.notify_all()
+            raise
+
+    tiles = range(ntj - 1, -1, -1) if reverse else range(ntj)  # the independent tile first
+    for future in [_executor(ntj).submit(worker, c) for c in tiles]:
+        future.result()
 
 
 def forward(D: Tensor, lx: Tensor, ly: Tensor, gamma: float, need_w: bool) -> tuple[Tensor, tuple]:
     """Values (B,) of the contiguous CPU cost ``D`` (B, L, S) and the state the backward needs."""
     B, L, S = D.shape
     ntj, rb = _tiling(B, int(ly.min()), L, numba.get_num_threads())
-    shape = (B, -(-L // V) if need_w else 1, ntj, -(-S // ntj) + V - 1, V)
-    W = tuple(torch.empty(shape, dtype=D.dtype) for _ in range(3))
+    ns = -(-L // V)
+    W = tuple(torch.empty((B, ns if need_w else 1, ntj, -(-S // ntj) + V - 1, V), dtype=D.dtype) for _ in range(3))
     out = torch.empty(B, dtype=D.dtype)
     scalar = np.float32 if D.dtype == torch.float32 else np.float64
-    softdtw_forward(D.numpy(), lx.numpy(), ly.numpy(), scalar(gamma), scalar(_BIG), ntj, rb,
-                    *(w.numpy() for w in W), need_w, out.numpy())
+    g, big = scalar(gamma), scalar(_BIG)
+    RU = np.empty((B, ns + 1, S + 1), D.numpy().dtype)  # RU[b, p, x + 1] = R(p V - 1, x): the row above strip p
+    RU[:, 0, 0] = 0.0
+    RU[:, 0, 1:] = big
+    RU[:, 1:, 0] = big
+    RL = np.empty((B, ntj + 1, ns * V), D.numpy().dtype)  # RL[b, c, i] = R(i, j0(c) - 1): the column left of tile c
+    RL[:, 0] = big
+    Dn, lxn, lyn, (Wu, Wl, Wd), outn = D.numpy(), lx.numpy(), ly.numpy(), (w.numpy() for w in W), out.numpy()
+    if ntj == 1:
+        _fwd_batch(Dn, lxn, lyn, g, big, RU, RL, Wu, Wl, Wd, need_w, outn)
+    else:
+        _pipeline(ntj, -(-ns // rb), lambda r, c: _fwd_block(Dn, lxn, lyn, g, big, ntj, rb, r, c, RU, RL, Wu, Wl, Wd,
+                                                             need_w, outn), reverse=False)
     return out, (W, ntj, rb)
 
 
 def backward(go: Tensor, lx: Tensor, ly: Tensor, shape: tuple[int, int, int], state: tuple) -> Tensor:
-    """The gradient (B, L, S) of ``sum(go * values)`` with respect to ``D``."""
-    W, ntj, rb = state
+    """The gradient (B, L, S) of ``sum(go * values)`` with respect to ``D``; zero outside the lengths."""
+    (Wu, Wl, Wd), ntj, rb = (w.numpy() for w in state[0]), state[1], state[2]
+    B, L, S = shape
+    ns = -(-L // V)
     G = torch.empty(shape, dtype=go.dtype)
-    softdtw_backward(G.numpy(), lx.numpy(), ly.numpy(), go.numpy(), ntj, rb, *(w.numpy() for w in W))
+    Gn, lxn, lyn, gon = G.numpy(), lx.numpy(), ly.numpy(), go.numpy()
+    zero = gon.dtype.type(0)
+    BU = np.zeros((B, ns + 1, S + 2 * V), gon.dtype)  # BU[b, p, j + V] = E(p V, j) Wu(p V, j), from strip p
+    BD = np.zeros((B, ns + 1, S + 2 * V), gon.dtype)
+    CL = np.zeros((B, ntj + 1, ns * V), gon.dtype)  # CL[b, c, i] = E(i, j0(c)) Wl(i, j0(c)), from tile c
+    CD = np.zeros((B, ntj + 1, ns * V), gon.dtype)
+    if ntj == 1:
+        _bwd_batch(Gn, lxn, lyn, gon, zero, Wu, Wl, Wd, BU, BD, CL, CD)
+    else:
+        _pipeline(ntj, -(-ns // rb), lambda r, c: _bwd_block(Gn, lxn, lyn, gon, zero, ntj, rb, r, c, Wu, Wl, Wd, BU,
+                                                             BD, CL, CD), reverse=True)
+    if bool((lx < L).any() or (ly < S).any()):
+        _zero_padding(Gn, lxn, lyn, zero)
     return G

@@ -29,6 +29,7 @@ any length). Non-finite costs are not supported: use a large finite cost to forb
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -57,7 +58,7 @@ def soft_dtw(
         cost: (B, L, S) floating tensor, ``cost[b, l, s]`` the cost of aligning step ``l`` of one sequence with
             step ``s`` of the other. float32 and float64 are computed in their own precision, other float dtypes
             in float32. Entries must be finite.
-        gamma: smoothing, > 0 (the formulas are in the module docstring). Smaller is closer to DTW.
+        gamma: smoothing in [1e-30, 1e20] (the formulas are in the module docstring); smaller is closer to DTW.
         lengths: optional valid lengths per sample: a (B, 2) integer tensor of (rows, columns), or a pair of
             (B,) tensors ``(len_l, len_s)``. Sample ``b`` then uses ``cost[b, :len_l, :len_s]``; the value is
             ``R[len_l, len_s]`` and the gradient is exactly zero outside that block. ``None`` = full (L, S).
@@ -66,7 +67,7 @@ def soft_dtw(
         (B,) tensor in ``cost.dtype``: the soft-DTW value of each sample.
 
     Raises:
-        SoftDTWInputError: ``cost`` is not a 3-d floating tensor, ``gamma`` is not a finite number > 0, or
+        SoftDTWInputError: ``cost`` is not a 3-d floating tensor, ``gamma`` is not a number in that range, or
             ``lengths`` has the wrong shape or a value outside [1, L] / [1, S].
     """
     return _soft_dtw(cost, gamma, lengths)
@@ -84,11 +85,15 @@ def _soft_dtw(cost: Tensor, gamma: float, lengths, backend: str = "auto") -> Ten
     return _SoftDTW.apply(cost, gamma, lx, ly, _pick_backend(cost, backend))
 
 
+_GAMMA_RANGE = (1e-30, 1e20)  # 1 / gamma must fit float32, and +inf is a finite 1e30 inside the CPU kernels
+
+
 def _check_gamma(gamma: float) -> float:
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
+    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real):
         raise SoftDTWInputError(f"gamma must be a float > 0, got {type(gamma).__name__} {gamma!r}")
-    if not math.isfinite(gamma) or gamma <= 0:
-        raise SoftDTWInputError(f"gamma must be a finite float > 0, got {gamma!r}")
+    lo, hi = _GAMMA_RANGE
+    if not math.isfinite(gamma) or not lo <= gamma <= hi:
+        raise SoftDTWInputError(f"gamma must be a float in [{lo:g}, {hi:g}] (> 0), got {gamma!r}")
     return float(gamma)
 
 

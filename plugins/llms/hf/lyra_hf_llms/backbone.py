@@ -145,6 +145,10 @@ class HFCausalLM(LLMBackbone):
             logits = self.model.lm_head(h)
         return LLMOutput(logits=logits, hidden_states=hidden, past_key_values=out.past_key_values if use_cache else None)
 
+    def logits(self, hidden_states: Tensor) -> Tensor:
+        """The LM head on (..., D) hidden states."""
+        return self.model.lm_head(hidden_states)
+
     def format_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
         """Render with the tokenizer's chat template (placeholders stay as text)."""
         if not getattr(self.hf_tokenizer, "chat_template", None):

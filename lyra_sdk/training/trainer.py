@@ -1,0 +1,361 @@
+"""The training loop: one mechanism for every stage; what trains comes from the config.
+
+Loss = ce_weight * CE (answer tokens only) + lcmr_weight * LCMR (samples with a transcript) + ctc_weight * CTC
+(samples with target units). AdamW, warmup + cosine, gradient accumulation and clipping, bf16 autocast where
+supported, optional gradient checkpointing, periodic evaluation, JSONL logs, atomic checkpoints with exact
+resume, and the same code under ``torchrun`` (DDP; FSDP on CUDA for models larger than one device).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+from ..errors import CheckpointError, ConfigError, LyraError
+from ..fusion import IGNORE_INDEX
+from ..interfaces import Modality
+from ..prompt import build_segments, check_prompt
+from . import distributed as dist_utils
+from .checkpoint import TrainState, list_checkpoints, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import Sample, iterate, load_dataset
+
+log = logging.getLogger(__name__)
+CONFIG_NAME = "train_config.yaml"
+
+
+class StepModule(nn.Module):
+    """Computes the losses of one micro-batch; wrapped by DDP so every trained parameter is synchronised."""
+
+    def __init__(self, lyra: nn.Module, cfg: TrainConfig, route: str | None) -> None:
+        super().__init__()
+        self.lyra = lyra
+        self.cfg = cfg
+        self.route = route
+
+    def forward(self, samples: Sequence[Sample], label_tokens_global: int, world: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """Total loss and its terms. CE is a sum over answer tokens / all answer tokens of the global batch x world,
+        so DDP's gradient average equals single-process training on the same global batch."""
+        lyra, lc = self.lyra, self.cfg.loss
+        batch = lyra.prepare([s.prompt for s in samples], padding_side="right", route=self.route)
+        out = lyra.llm(batch.inputs_embeds, batch.attention_mask, position_ids=lyra.position_ids(batch),
+                       return_logits=False)
+        terms: dict[str, Tensor] = {}
+        total = out.hidden_states.sum() * 0.0
+        if lc.ce_weight > 0:
+            targets = batch.labels[:, 1:]
+            keep = targets != IGNORE_INDEX  # logits only where a label is: the vocabulary projection is the cost
+            logits = lyra.llm.logits(out.hidden_states[:, :-1][keep]).float()  # (N_labels, V)
+            ce_sum = nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
+            ce = ce_sum * world / max(1, label_tokens_global)
+            terms["ce"] = ce
+            total = total + lc.ce_weight * ce
+        if lc.lcmr_weight > 0:
+            terms["lcmr"] = self._lcmr(batch, samples)
+            total = total + lc.lcmr_weight * terms["lcmr"]
+        if lc.ctc_weight > 0:
+            terms["ctc"] = self._ctc(batch, out.hidden_states, samples)
+            total = total + lc.ctc_weight * terms["ctc"]
+        return total, terms
+
+    def _lcmr(self, batch: Any, samples: Sequence[Sample]) -> Tensor:
+        from ..mechanisms.lcmr import lcmr_loss
+
+        lyra, lc = self.lyra, self.cfg.loss
+        speech = [torch.cat([batch.inputs_embeds[b, s.start : s.start + s.length] for s in spans
+                             if s.modality is Modality.SPEECH] or [batch.inputs_embeds[b, :0]])
+                  for b, spans in enumerate(batch.spans)]
+        ids = [lyra.llm.tokenizer.encode(s.transcript) if s.transcript else [] for s in samples]
+        dev = batch.inputs_embeds.device
+        sp, sp_mask = _pad(speech, dev)
+        text_ids, text_mask = _pad_ids(ids, lyra.llm.tokenizer.pad_token_id, dev)
+        text = lyra.llm.embed_tokens(text_ids).detach()
+        has = torch.tensor([bool(i) and len(x) > 0 for i, x in zip(ids, speech)], device=dev)
+        return lcmr_loss(sp, sp_mask, text, text_mask, has, temperature=lc.lcmr_temperature, gamma=lc.lcmr_gamma,
+                         normalize=lc.lcmr_normalize)
+
+    def _ctc(self, batch: Any, hidden: Tensor, samples: Sequence[Sample]) -> Tensor:
+        dec = self.lyra.speech_decoder
+        eos = set(self.lyra.llm.tokenizer.eos_token_ids)
+        rows, targets = [], []
+        for b, s in enumerate(samples):
+            if not s.units:
+                continue
+            pos = _answer_positions(batch.labels[b], eos)
+            if pos:
+                rows.append(hidden[b, pos])
+                targets.append(s.units)
+        if not rows:
+            return hidden.sum() * 0.0
+        h, mask = _pad(rows, hidden.device)
+        return dec.loss(h, mask, targets)
+
+
+def answer_tokens(lyra: Any, samples: Sequence[Sample]) -> int:
+    """Number of labelled (answer) tokens in ``samples``: the CE normaliser."""
+    system = lyra.config.system_prompt
+    return sum(len(g.ids) for s in samples for g in build_segments(lyra.llm, s.prompt, system) if g.train)
+
+
+def _answer_positions(labels: Tensor, eos: set[int]) -> list[int]:
+    """Positions of the last labelled run (the final answer) up to its first stop token."""
+    pos = (labels != IGNORE_INDEX).nonzero().squeeze(-1).tolist()
+    if not pos:
+        return []
+    start = len(pos) - 1
+    while start > 0 and pos[start - 1] == pos[start] - 1:
+        start -= 1
+    out = []
+    for p in pos[start:]:
+        if int(labels[p]) in eos:
+            break
+        out.append(p)
+    return out
+
+
+def _pad(rows: Sequence[Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
+    n = max(1, max(r.shape[0] for r in rows))
+    out = torch.zeros(len(rows), n, rows[0].shape[-1], device=device, dtype=rows[0].dtype)
+    mask = torch.zeros(len(rows), n, dtype=torch.bool, device=device)
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]] = r
+        mask[i, : r.shape[0]] = True
+    return out, mask
+
+
+def _pad_ids(rows: Sequence[Sequence[int]], pad: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    n = max(1, max(len(r) for r in rows))
+    ids = torch.full((len(rows), n), pad, dtype=torch.long, device=device)
+    mask = torch.zeros(len(rows), n, dtype=torch.bool, device=device)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = True
+    return ids, mask
+
+
+def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
+    """Linear warmup to 1, then cosine decay to ``min_ratio`` at ``total`` steps."""
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+class Trainer:
+    """Builds everything a run needs from a :class:`TrainConfig`, checks it before any step, and trains."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool = False,
+                 on_log: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.cfg, self.run_dir, self.on_log = cfg, Path(run_dir), on_log
+        self.ctx = dist_utils.setup(cfg.run.device)
+        self.device = self.ctx.device
+        if not resume and list_checkpoints(self.run_dir / "checkpoints"):
+            raise LyraError(f"{self.run_dir} already holds a run: resume it (lyra train --resume {self.run_dir}) "
+                            "or choose another run.output_dir")
+        torch.manual_seed(cfg.run.seed)
+        self.lyra = self._build_model()
+        self.route = cfg.run.lora_route
+        self._set_trainable()
+        self.params = [p for p in self.lyra.parameters() if p.requires_grad]
+        if not self.params:
+            raise ConfigError([("model.overrides", "this config trains nothing: set trainable: full (or lora with "
+                                "run.lora_route) on at least one component")])
+        self._check_losses()
+        self.train_set = load_dataset(cfg.path(cfg.data.train), cfg.path(cfg.data.media_root), cfg.data.max_length)
+        self.eval_set = (load_dataset(cfg.path(cfg.data.eval), cfg.path(cfg.data.media_root), cfg.data.max_length)
+                         if cfg.data.eval else [])
+        self._check_data()
+        self.lyra.to(self.device)
+        if cfg.run.gradient_checkpointing and hasattr(getattr(self.lyra.llm, "model", None), "gradient_checkpointing_enable"):
+            self.lyra.llm.model.gradient_checkpointing_enable()
+        self.step_module = dist_utils.wrap(StepModule(self.lyra, cfg, self.route), self.ctx, cfg.run.strategy)
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(o.warmup_steps, o.max_steps,
+                                                                                     o.min_lr_ratio))
+        self.state = TrainState()
+        if resume:
+            ckpts = list_checkpoints(self.run_dir / "checkpoints")
+            if not ckpts:
+                raise CheckpointError(f"nothing to resume in {self.run_dir}: no complete checkpoint")
+            self.state = load_checkpoint(ckpts[-1], self.lyra, self.optimizer, self.scheduler)
+            log.info("resumed from %s (step %d)", ckpts[-1], self.state.step)
+        self.autocast = self._autocast()
+
+    # ------------------------------------------------------------------ setup helpers
+
+    def _build_model(self) -> Any:
+        from ..model import Lyra
+
+        m = self.cfg.model
+        if m.init_from is not None:
+            return Lyra.from_pretrained(self.cfg.path(m.init_from), overrides=m.overrides)
+        return Lyra.from_config(self.cfg.path(m.config), m.overrides)
+
+    def _set_trainable(self) -> None:
+        lyra, route = self.lyra, self.route
+        lora_specs = [p for p, spec, _ in lyra.component_specs() if spec.trainable == "lora"]
+        if route is None:
+            if lora_specs:
+                raise ConfigError([("run.lora_route", f"{lora_specs[0]} is trainable: lora, so name the LoRA route "
+                                    "to train (e.g. run.lora_route=speech)")])
+            if lyra.lora is not None:
+                lyra.lora.requires_grad_(False)
+            return
+        if lyra.lora is None or route not in lyra.lora.routes:
+            have = ", ".join(lyra.lora.routes) if lyra.lora is not None else "none (add a lora section to the model)"
+            raise ConfigError([("run.lora_route", f"unknown LoRA route {route!r}; routes: {have}")])
+        lyra.lora.mark_trainable(route)
+        owned = set(lyra.lora.options.adapters[route].projectors)
+        for path, spec, module in lyra.component_specs():
+            if spec.trainable == "full" and path != "llm" and not any(path == f"projectors.{m.value}" for m in owned):
+                module.requires_grad_(True)
+
+    def _check_losses(self) -> None:
+        lc = self.cfg.loss
+        if lc.ctc_weight > 0 and self.lyra.speech_decoder is None:
+            raise ConfigError([("loss.ctc_weight", "CTC loss asked for, but the model has no speech_decoder")])
+        if lc.ce_weight == lc.lcmr_weight == lc.ctc_weight == 0:
+            raise ConfigError([("loss", "every loss weight is 0: nothing to train on")])
+
+    def _check_data(self) -> None:
+        lc = self.cfg.loss
+        if lc.lcmr_weight > 0 and not any(s.transcript for s in self.train_set):
+            raise ConfigError([("loss.lcmr_weight", "LCMR asked for, but no training record has speech_asr")])
+        if lc.ctc_weight > 0 and not any(s.units for s in self.train_set):
+            raise ConfigError([("loss.ctc_weight", "CTC asked for, but no training record has tgt_unit")])
+        for s in self.train_set[:1] + self.eval_set[:1]:
+            check_prompt(s.prompt, self.lyra.modalities)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        p = self.cfg.run.precision
+        bf16 = p == "bf16" or (p == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
+        if bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ the loop
+
+    def _label_tokens(self, samples: Sequence[Sample]) -> int:
+        """Answer tokens of this rank's micro-batch, summed over ranks (exact DDP normalisation of CE)."""
+        return dist_utils.all_reduce_int(answer_tokens(self.lyra, samples), self.ctx)
+
+    def _micro(self, samples: Sequence[Sample], sync: bool) -> dict[str, float]:
+        n_tokens = self._label_tokens(samples)
+        ctx = contextlib.nullcontext() if sync or not hasattr(self.step_module, "no_sync") else self.step_module.no_sync()
+        with ctx:
+            with self.autocast:
+                loss, terms = self.step_module(samples, n_tokens, self.ctx.world_size)
+            (loss / self.cfg.optim.grad_accum).backward()
+        return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean losses over the eval set (every term; each rank evaluates all of it)."""
+        if not self.eval_set:
+            return {}
+        self.lyra.eval()
+        sums: dict[str, float] = {}
+        bs = self.cfg.optim.batch_size
+        batches = [self.eval_set[i : i + bs] for i in range(0, len(self.eval_set), bs)]
+        module = StepModule(self.lyra, self.cfg, self.route)
+        for chunk in batches:
+            with self.autocast:
+                loss, terms = module(chunk, answer_tokens(self.lyra, chunk), 1)
+            for k, v in {"loss": loss, **terms}.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        self.lyra.train()
+        return {f"eval_{k}": v / len(batches) for k, v in sums.items()}
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        self.state.history.append({k: v for k, v in record.items() if isinstance(v, (int, float))})
+        if self.ctx.rank == 0:
+            with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        if self.on_log is not None and self.ctx.rank == 0:
+            self.on_log(record)
+
+    def save(self) -> None:
+        """Checkpoint now (rank 0 writes; everyone waits)."""
+        if self.ctx.rank == 0:
+            save_checkpoint(self.run_dir / "checkpoints", self.lyra, self.optimizer, self.scheduler, self.state,
+                            self.cfg.run.keep_last)
+        dist_utils.barrier(self.ctx)
+
+    def train(self, stop_at: int | None = None) -> dict[str, Any]:
+        """Train to ``optim.max_steps`` (or stop after step ``stop_at``, checkpointed, as an interruption would)."""
+        cfg, o = self.cfg, self.cfg.optim
+        if self.ctx.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.lyra.train()
+        data = iterate(self.train_set, o.batch_size, self.ctx.world_size, self.ctx.rank, cfg.run.seed,
+                       self.state.epoch, self.state.batch, cfg.data.group_by_length)
+        t0 = time.time()
+        while self.state.step < o.max_steps:
+            agg: dict[str, float] = {}
+            for micro in range(o.grad_accum):
+                epoch, b, samples = next(data)
+                terms = self._micro(samples, sync=micro == o.grad_accum - 1)
+                for k, v in terms.items():
+                    agg[k] = agg.get(k, 0.0) + v / o.grad_accum
+                self.state.epoch, self.state.batch = epoch, b + 1
+            grad_norm = None
+            if o.clip_grad_norm is not None:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, o.clip_grad_norm))
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state.step += 1
+            step = self.state.step
+            if step % cfg.run.log_every == 0 or step == o.max_steps:
+                self._emit({"step": step, "epoch": self.state.epoch, "lr": self.scheduler.get_last_lr()[0],
+                            **agg, **({"grad_norm": grad_norm} if grad_norm is not None else {}),
+                            "elapsed_s": round(time.time() - t0, 3)})
+            if cfg.run.eval_every and step % cfg.run.eval_every == 0 and step < o.max_steps:
+                self._emit({"step": step, **self.evaluate()})
+            if cfg.run.save_every and step % cfg.run.save_every == 0 and step < o.max_steps:
+                self.save()
+            if stop_at is not None and step >= stop_at and step < o.max_steps:
+                self.save()
+                return {"stopped_at": step}
+        final_eval = self.evaluate()
+        if final_eval:
+            self._emit({"step": self.state.step, **final_eval})
+        self.save()
+        if self.ctx.rank == 0:
+            self.lyra.eval()
+            self.lyra.save_pretrained(self.run_dir / "final")
+            from .plot import plot_losses
+
+            plot_losses(self.run_dir / "log.jsonl", self.run_dir / "loss.png")
+        dist_utils.barrier(self.ctx)
+        return {"steps": self.state.step, **final_eval}
+
+    def close(self) -> None:
+        """Tear down the process group if this trainer created one."""
+        dist_utils.teardown(self.ctx)
+
+
+def write_run_config(cfg: TrainConfig, run_dir: Path) -> None:
+    """Save the resolved training config (absolute paths) so ``--resume RUN_DIR`` works from anywhere."""
+    data = cfg.model_dump(mode="json")
+    for section, keys in (("model", ("config", "init_from")), ("data", ("train", "eval", "media_root"))):
+        for k in keys:
+            if data[section][k] is not None:
+                data[section][k] = str(cfg.path(data[section][k]).resolve())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_NAME).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+

@@ -1,0 +1,146 @@
+"""Training: data validation before any step, loss falls, exact resume, 2-process DDP equals 1 process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from lyra_sdk import ConfigError, Lyra
+from lyra_sdk.training import DataError, TrainConfig, Trainer
+from lyra_sdk.training.checkpoint import list_checkpoints
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_SPEECH = ROOT / "examples" / "configs" / "tiny-speech.yaml"
+WORDS = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """12 tone clips whose pitch encodes a two-word transcript."""
+    d = tmp_path_factory.mktemp("data")
+    (d / "audio").mkdir()
+    recs = []
+    for i in range(12):
+        a, b = WORDS[i % 8], WORDS[(i * 3 + 1) % 8]
+        t = np.arange(16000) / 16000
+        wav = 0.3 * np.sin(2 * np.pi * (200 + 60 * (i % 8)) * t) + 0.2 * np.sin(2 * np.pi * (900 + 70 * (i * 3 % 8)) * t)
+        sf.write(d / "audio" / f"{i}.wav", wav.astype(np.float32), 16000)
+        recs.append({"id": f"r{i}", "speech": f"audio/{i}.wav", "speech_asr": f"{a} {b}",
+                     "conversations": [{"from": "human", "value": "<speech>\nRecord the spoken words as text."},
+                                       {"from": "gpt", "value": f"{a} {b}"}]})
+    (d / "train.json").write_text(json.dumps(recs))
+    (d / "eval.json").write_text(json.dumps(recs[:4]))
+    return d
+
+
+def _cfg(data_dir: Path, out: Path, **over) -> TrainConfig:
+    data = {"stage": "test", "model": {"config": str(TINY_SPEECH), "overrides": over.pop("model_overrides", [
+                "projectors.speech.trainable=full", "llm.trainable=full"])},
+            "data": {"train": str(data_dir / "train.json"), "eval": str(data_dir / "eval.json")},
+            "optim": {"lr": 3e-3, "max_steps": 6, "batch_size": 4, "warmup_steps": 1},
+            "run": {"output_dir": str(out), "seed": 0}}
+    for k, v in over.items():
+        section, key = k.split("__")
+        data.setdefault(section, {})[key] = v
+    return TrainConfig.from_dict(data)
+
+
+def test_loss_falls_and_run_folder(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path / "run", optim__max_steps=25, optim__lr=1e-2)
+    trainer = Trainer(cfg, tmp_path / "run")
+    result = trainer.train()
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert losses[-1] < 0.6 * losses[0], losses  # tiny model memorising 12 transcripts
+    assert "eval_loss" in result and (tmp_path / "run" / "loss.png").stat().st_size > 1000
+    again = Lyra.from_pretrained(tmp_path / "run" / "final")
+    assert sum(p.numel() for p in again.parameters()) == sum(p.numel() for p in trainer.lyra.parameters())
+
+
+def test_resume_is_exact(data_dir, tmp_path):
+    full = Trainer(_cfg(data_dir, tmp_path / "a", optim__grad_accum=2), tmp_path / "a")
+    full.train()
+    part = Trainer(_cfg(data_dir, tmp_path / "b", optim__grad_accum=2), tmp_path / "b")
+    assert part.train(stop_at=3) == {"stopped_at": 3}
+    assert [p.name for p in list_checkpoints(tmp_path / "b" / "checkpoints")] == ["step-000003"]
+    resumed = Trainer(_cfg(data_dir, tmp_path / "b", optim__grad_accum=2), tmp_path / "b", resume=True)
+    assert resumed.state.step == 3
+    resumed.train()
+    a = load_file(str(list_checkpoints(tmp_path / "a" / "checkpoints")[-1] / "trainable.safetensors"))
+    b = load_file(str(list_checkpoints(tmp_path / "b" / "checkpoints")[-1] / "trainable.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_errors_before_any_step(data_dir, tmp_path):
+    with pytest.raises(ConfigError, match="trains nothing"):
+        Trainer(_cfg(data_dir, tmp_path / "r", model_overrides=[]), tmp_path / "r")
+    bad = json.loads((data_dir / "train.json").read_text())
+    bad[3]["conversations"] = [{"from": "human", "value": "<speech>"}]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    cfg = _cfg(data_dir, tmp_path / "r", data__train=str(tmp_path / "bad.json"), data__media_root=str(data_dir))
+    with pytest.raises(DataError, match=r"bad.json: record 3 \(id 'r3'\): field 'conversations'"):
+        Trainer(cfg, tmp_path / "r")
+    missing = json.loads((data_dir / "train.json").read_text())
+    missing[5]["speech"] = "audio/nope.wav"
+    (data_dir / "missing.json").write_text(json.dumps(missing))
+    cfg = _cfg(data_dir, tmp_path / "r", data__train=str(data_dir / "missing.json"))
+    with pytest.raises(DataError, match="record 5.*'speech'.*media file not found"):
+        Trainer(cfg, tmp_path / "r")
+    cfg = _cfg(data_dir, tmp_path / "r", loss__ctc_weight=1.0)
+    with pytest.raises(ConfigError, match="no speech_decoder"):
+        Trainer(cfg, tmp_path / "r")
+    assert not (tmp_path / "r" / "log.jsonl").exists()
+
+
+def test_cli_train_and_resume(data_dir, tmp_path, capsys):
+    from lyra_sdk.cli import run_cli
+
+    cfg = _cfg(data_dir, tmp_path / "cli")
+    f = tmp_path / "train.yaml"
+    f.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    assert run_cli(["train", str(f), "optim.max_steps=4", "--stop-at", "2"]) == 0
+    assert "resume with" in capsys.readouterr().err
+    assert run_cli(["train", "--resume", str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / "final" / "model.safetensors").exists()
+    assert run_cli(["train", str(f), "optim.nope=1"]) == 2
+    assert "optim.nope" in capsys.readouterr().err
+
+
+_DDP = """
+import sys, json
+from pathlib import Path
+from lyra_sdk.training import TrainConfig, Trainer
+cfg = TrainConfig.from_dict(json.loads(sys.argv[1]))
+t = Trainer(cfg, Path(cfg.run.output_dir))
+t.train()
+t.close()
+"""
+
+
+def test_two_process_ddp_equals_single_process(data_dir, tmp_path):
+    single = _cfg(data_dir, tmp_path / "one", optim__batch_size=4, optim__max_steps=3,
+                  data__eval=None, data__group_by_length=False)
+    Trainer(single, tmp_path / "one").train()
+    two = _cfg(data_dir, tmp_path / "two", optim__batch_size=2, optim__max_steps=3,
+               data__eval=None, data__group_by_length=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP)
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29531", str(script), json.dumps(two.model_dump(mode="json"))],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    a = load_file(str(list_checkpoints(tmp_path / "one" / "checkpoints")[-1] / "trainable.safetensors"))
+    b = load_file(str(list_checkpoints(tmp_path / "two" / "checkpoints")[-1] / "trainable.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=2e-5)

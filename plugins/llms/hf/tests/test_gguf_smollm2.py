@@ -69,7 +69,7 @@ def test_logits_equal_transformers(lyra, reference):
         ours = llm(llm.embed_tokens(ids), mask, position_ids=llm.position_ids(mask)).logits  # (1, L, V)
         theirs = reference(input_ids=ids, attention_mask=mask).logits
     assert ours.shape == theirs.shape == (1, ids.shape[1], 49152)
-    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-4)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)  # same dequantized weights: measured 0.0
     assert llm.tokenizer.decode([int(ours[0, -1].argmax())]).strip() == "Rome"
 
 

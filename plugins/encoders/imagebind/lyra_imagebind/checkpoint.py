@@ -116,26 +116,10 @@ def infer_config(sd: dict[str, Tensor], num_heads: int, stride: int, num_mel_bin
     return config
 
 
-def load_strict(module: nn.Module, sd: dict[str, Tensor], source: str) -> None:
-    """Copy ``sd`` into ``module``; a missing/unexpected audio key or a shape mismatch is a CheckpointError
-    naming the checkpoint key."""
-    expected = module.state_dict()
-    for label, keys in (("missing", set(expected) - set(sd)), ("unexpected", set(sd) - set(expected))):
-        if keys:
-            names = sorted(keys)
-            more = f" (and {len(names) - 1} more)" if len(names) > 1 else ""
-            raise CheckpointError(f"{source}: {label} audio key {to_checkpoint_key(names[0])!r}{more}")
-    for key, value in sd.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise CheckpointError(f"{source}: shape mismatch for {to_checkpoint_key(key)!r}: checkpoint "
-                                  f"{tuple(value.shape)}, model {tuple(expected[key].shape)}")
-    module.load_state_dict(sd, strict=True)
-
-
 def checkpoint_state_dict(module: nn.Module) -> dict[str, Tensor]:
     """``module``'s weights under ImageBind's checkpoint names (e.g. to write a test fixture)."""
     return {to_checkpoint_key(k): v for k, v in module.state_dict().items()}
 
 
-__all__ = ["PREFIXES", "checkpoint_state_dict", "infer_config", "load_strict", "read_audio_state_dict",
+__all__ = ["PREFIXES", "checkpoint_state_dict", "infer_config", "read_audio_state_dict",
            "to_checkpoint_key", "to_model_key"]

@@ -23,7 +23,9 @@ from lyra_sdk.hookspecs import Register, hookimpl
 from lyra_sdk.interfaces import Encoder, Features, MediaEmbeddings, Modality, PluginOptions
 from lyra_sdk.paths import resolve_path
 
-from .checkpoint import infer_config, load_strict, read_audio_state_dict
+from lyra_sdk.weights import load_strict
+
+from .checkpoint import infer_config, read_audio_state_dict, to_checkpoint_key
 from .fbank import FBANK_MEAN, FBANK_STD, SAMPLE_RATE, audio_to_fbanks
 from .model import ImageBindAudio, ImageBindAudioConfig
 
@@ -93,7 +95,7 @@ class ImageBindAudioEncoder(Encoder):
         if clashes:
             raise CheckpointError(f"{path}: options disagree with the checkpoint: {'; '.join(clashes)}")
         module = cls(options, config)
-        load_strict(module.model, sd, str(path))
+        load_strict(module.model, sd, str(path), key_name=to_checkpoint_key)
         return module
 
     def saved_options(self) -> Options:

@@ -150,9 +150,9 @@ def test_strict_audio_keys(fake_huge_checkpoint, tmp_path):
     _, sd, _ = fake_huge_checkpoint
     cases = {
         "missing": ({k: v for k, v in sd.items() if k != "modality_trunks.audio.blocks.1.attn.bias_v"},
-                    r"missing audio key 'modality_trunks\.audio\.blocks\.1\.attn\.bias_v'"),
+                    r"missing key 'modality_trunks\.audio\.blocks\.1\.attn\.bias_v'"),
         "unexpected": ({**sd, "modality_heads.audio.3.weight": torch.zeros(2)},
-                       r"unexpected audio key 'modality_heads\.audio\.3\.weight'"),
+                       r"unexpected key 'modality_heads\.audio\.3\.weight'"),
         "shape": ({**sd, "modality_trunks.audio.blocks.0.mlp.fc2.bias": torch.zeros(7)},
                   r"shape mismatch for 'modality_trunks\.audio\.blocks\.0\.mlp\.fc2\.bias'"),
         "no_audio": ({"modality_preprocessors.vision.cls_token": torch.zeros(1)}, "holds no audio keys"),

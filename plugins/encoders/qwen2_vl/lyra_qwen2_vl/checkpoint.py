@@ -74,29 +74,3 @@ def read_tensors(folder: Path, rename: Callable[[str], str | None]) -> dict[str,
     return out
 
 
-def _listing(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(sorted(keys)[:limit])
-    return shown + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def load_strict(module: nn.Module, tensors: dict[str, torch.Tensor], where: str,
-                optional: frozenset[str] = frozenset()) -> None:
-    """Copy ``tensors`` into ``module``; every parameter/buffer of its state dict must be given (except
-    ``optional`` ones) and every tensor must have a home of the same shape. Errors name the keys."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in tensors and k not in optional]
-    unexpected = [k for k in tensors if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} key(s): {_listing(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} key(s): {_listing(unexpected)}")
-        raise CheckpointError(f"{where} does not match the model: {'; '.join(parts)}")
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in tensors.items()
-             if tuple(v.shape) != tuple(expected[k].shape)]
-    if wrong:
-        raise CheckpointError(f"{where}: tensor shapes differ from the config (checkpoint vs model): "
-                              f"{_listing(wrong, 4)}")
-    module.load_state_dict(tensors, strict=False)
-    log.info("loaded %d tensors from %s", len(tensors), where)

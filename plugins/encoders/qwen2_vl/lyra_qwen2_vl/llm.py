@@ -22,7 +22,9 @@ from lyra_sdk.errors import CheckpointError, ConfigError, LyraError
 from lyra_sdk.interfaces import LLMOutput, MediaSpan, Modality
 from lyra_sdk.paths import resolve_path
 
-from .checkpoint import load_strict, read_config, read_tensors
+from lyra_sdk.weights import load_strict
+
+from .checkpoint import read_config, read_tensors
 
 log = logging.getLogger(__name__)
 

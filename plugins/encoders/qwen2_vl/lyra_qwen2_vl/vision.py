@@ -21,7 +21,9 @@ from lyra_sdk.media.video import DEFAULT_MAX_FRAMES, VideoClip, sample_indices
 from lyra_sdk.paths import resolve_path
 
 from . import processing as P
-from .checkpoint import load_strict, read_config, read_tensors
+from lyra_sdk.weights import load_strict
+
+from .checkpoint import read_config, read_tensors
 
 log = logging.getLogger(__name__)
 

@@ -120,19 +120,4 @@ def load_folder(folder: Path) -> tuple[SiglipVisionConfig, dict[str, Tensor]]:
     return config, vision_state_dict(tensors, str(folder))
 
 
-def load_strict(module: nn.Module, state_dict: dict[str, Tensor], source: str) -> None:
-    """Copy ``state_dict`` into ``module``; a missing/unexpected key or a shape mismatch is a CheckpointError."""
-    expected = module.state_dict()
-    for label, keys in (("missing", set(expected) - set(state_dict)), ("unexpected", set(state_dict) - set(expected))):
-        if keys:
-            names = sorted(keys)
-            more = f" (and {len(names) - 1} more)" if len(names) > 1 else ""
-            raise CheckpointError(f"{source}: {label} key {names[0]!r}{more}")
-    for key, value in state_dict.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise CheckpointError(f"{source}: shape mismatch for {key!r}: checkpoint {tuple(value.shape)}, "
-                                  f"model {tuple(expected[key].shape)}")
-    module.load_state_dict(state_dict, strict=True)
-
-
-__all__ = ["MODEL_TYPES", "load_folder", "load_strict", "read_config", "vision_state_dict"]
+__all__ = ["MODEL_TYPES", "load_folder", "read_config", "vision_state_dict"]

@@ -19,7 +19,9 @@ from lyra_sdk.hookspecs import Register, hookimpl
 from lyra_sdk.interfaces import Encoder, Features, MediaEmbeddings, Modality, PluginOptions
 from lyra_sdk.paths import resolve_path
 
-from .checkpoint import load_folder, load_strict
+from lyra_sdk.weights import load_strict
+
+from .checkpoint import load_folder
 from .model import SiglipVisionConfig, SiglipVisionTransformer
 from .processing import preprocess_images
 

@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from lyra_sdk.weights import load_strict as _load_strict
 from lyra_sdk.errors import CheckpointError
 
 from .ct2 import Ct2Model, has_variable, load_ct2, read_ct2_header, scalar
@@ -288,19 +289,8 @@ def _more(keys: list[str]) -> str:
 
 
 def load_strict(module: nn.Module, state_dict: StateDict, source: str) -> None:
-    """Copy ``state_dict`` into ``module``; any missing/unexpected key or shape mismatch is a CheckpointError."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    if missing:
-        raise CheckpointError(f"{source}: missing key {missing[0]!r}{_more(missing)}")
-    if unexpected:
-        raise CheckpointError(f"{source}: unexpected key {unexpected[0].removeprefix('<openai>')!r}{_more(unexpected)}")
-    for key, value in state_dict.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise CheckpointError(f"{source}: shape mismatch for {key!r}: checkpoint {tuple(value.shape)}, "
-                                  f"model {tuple(expected[key].shape)}")
-    module.load_state_dict(state_dict, strict=True)
+    """Strict copy through :func:`lyra_sdk.weights.load_strict` (openai checkpoint keys shown unprefixed)."""
+    _load_strict(module, state_dict, source, key_name=lambda k: k.removeprefix("<openai>"))
 
 
 # --------------------------------------------------------------------- ct2 -> openai-whisper (whole model)

@@ -1,0 +1,36 @@
+"""Strict weight loading shared by every plugin: one place that decides what a mismatch error says."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Mapping
+
+from torch import Tensor, nn
+
+from .errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+
+def _more(keys: list[str]) -> str:
+    return f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+
+
+def load_strict(module: nn.Module, state_dict: Mapping[str, Tensor], source: str, *,
+                optional: Collection[str] = (), key_name: Callable[[str], str] = lambda k: k) -> None:
+    """Copy ``state_dict`` into ``module``, refusing any missing key (except ``optional`` ones), unexpected key
+    or shape mismatch with a :class:`~lyra_sdk.CheckpointError` that names the keys as the checkpoint spells
+    them (``key_name`` maps a module key back to the checkpoint's name)."""
+    expected = module.state_dict()
+    missing = sorted(k for k in expected if k not in state_dict and k not in optional)
+    unexpected = sorted(k for k in state_dict if k not in expected)
+    parts = [f"{label} key {key_name(keys[0])!r}{_more(keys)}"
+             for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+    if parts:
+        raise CheckpointError(f"{source}: {'; '.join(parts)}")
+    for key, value in state_dict.items():
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise CheckpointError(f"{source}: shape mismatch for {key_name(key)!r}: checkpoint {tuple(value.shape)}, "
+                                  f"model {tuple(expected[key].shape)}")
+    module.load_state_dict(dict(state_dict), strict=not optional)
+    log.info("loaded %d tensors from %s", len(state_dict), source)

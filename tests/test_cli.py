@@ -90,3 +90,36 @@ def test_info_counts_parameters_on_meta(capsys):
     layer = (64 * 64 + 64) + 2 * (64 * 32 + 32) + 64 * 64 + 3 * 64 * 128 + 2 * 64  # q, k+v, o, mlp, norms
     assert data["total"] == emb + 2 * layer + 64
     assert data["components"][0]["path"] == "llm"
+
+
+def _video_with_audio(path: Path) -> None:
+    import av
+
+    c = av.open(str(path), "w")
+    v = c.add_stream("mpeg4", rate=10)
+    v.width, v.height, v.pix_fmt = 64, 64, "yuv420p"
+    a = c.add_stream("aac", rate=16000)
+    a.layout = "mono"
+    for i in range(20):
+        for p in v.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 10, np.uint8), format="rgb24")):
+            c.mux(p)
+    sig = (0.3 * np.sin(2 * np.pi * 440 * np.arange(32000) / 16000)).astype(np.float32)[None]
+    for k in range(0, 32000, 1024):
+        fr = av.AudioFrame.from_ndarray(sig[:, k : k + 1024], format="fltp", layout="mono")
+        fr.sample_rate, fr.pts = 16000, k
+        for p in a.encode(fr):
+            c.mux(p)
+    for s in (v, a):
+        for p in s.encode():
+            c.mux(p)
+    c.close()
+
+
+def test_omni_video_with_its_audio_and_a_sound(capsys, tmp_path):
+    video = tmp_path / "clip.mp4"
+    _video_with_audio(video)
+    cfg = str(CONFIGS / "tiny-omni.yaml")
+    code, out, err = _cli(capsys, "run", "--config", cfg, "--video", str(video), "--video-audio",
+                          "--sound", str(video), "-p", "What happens?", "--max-new-tokens", "3")
+    assert code == 0, err
+    assert out.strip()

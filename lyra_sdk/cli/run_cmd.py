@@ -21,6 +21,7 @@ def run(
     image: list[Path] = typer.Option(None, "--image", help="image file (repeatable)"),
     video: list[Path] = typer.Option(None, "--video", help="video file (repeatable)"),
     sound: list[Path] = typer.Option(None, "--sound", help="non-speech audio file (repeatable)"),
+    video_audio: bool = typer.Option(False, "--video-audio", help="also use each video's audio track as speech"),
     system: str | None = typer.Option(None, "--system", help="system prompt (default: the config's)"),
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="generation length limit"),
     temperature: float | None = typer.Option(None, "--temperature", min=0.0, help="0 = greedy"),
@@ -41,7 +42,7 @@ def run(
     from ..prompt import DEFAULT_SYSTEM, Prompt, count_placeholders
 
     media = {Modality.IMAGE: image or [], Modality.VIDEO: video or [], Modality.SOUND: sound or [],
-             Modality.SPEECH: speech or []}
+             Modality.SPEECH: (speech or []) + ((video or []) if video_audio else [])}
     for items in media.values():
         for p in items:
             if not p.exists():

@@ -29,3 +29,11 @@ def register_lora_routers(register: Register) -> None:
     from .mechanisms.routing import DefaultRouter
 
     register("default", DefaultRouter)
+
+
+@hookimpl
+def register_extractors(register: Register) -> None:
+    """Lyra's LMME top-k extractor."""
+    from .mechanisms.extraction import TopKExtractor
+
+    register("topk", TopKExtractor)

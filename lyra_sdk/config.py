@@ -59,6 +59,7 @@ class LyraConfig(_Strict):
     speech_decoder: ComponentSpec | None = None
     vocoder: ComponentSpec | None = None
     lora: LoraOptions | None = Field(None, description="MLoRA: named LoRA adapters on the LLM and the router")
+    extraction: ComponentSpec | None = Field(None, description="LMME: a latent extractor plugin (e.g. topk) and its options")
     generation: GenerationOptions = Field(default_factory=GenerationOptions)
 
     _base_dir: Path | None = PrivateAttr(default=None)
@@ -92,6 +93,8 @@ class LyraConfig(_Strict):
             yield "speech_decoder", ComponentKind.SPEECH_DECODER, self.speech_decoder
         if self.vocoder is not None:
             yield "vocoder", ComponentKind.VOCODER, self.vocoder
+        if self.extraction is not None:
+            yield "extraction", ComponentKind.EXTRACTOR, self.extraction
 
     # ----------------------------------------------------------------- construction
 
@@ -190,6 +193,7 @@ def _raw_components(data: Mapping[str, Any]) -> list[tuple[str, ComponentKind, A
             out += [(f"{field}.{m}", kind, spec) for m, spec in group.items()]
     out.append(("speech_decoder", ComponentKind.SPEECH_DECODER, data.get("speech_decoder")))
     out.append(("vocoder", ComponentKind.VOCODER, data.get("vocoder")))
+    out.append(("extraction", ComponentKind.EXTRACTOR, data.get("extraction")))
     lora = data.get("lora")
     if isinstance(lora, dict):
         router = {"plugin": lora.get("router", "default"), "options": lora.get("router_options", {})}

@@ -13,11 +13,11 @@ import torch
 from torch import Tensor, nn
 
 from .config import ComponentSpec, GenerationOptions, LyraConfig
-from .errors import CheckpointError, LyraError
+from .errors import CheckpointError, ConfigError, LyraError
 from .fusion import FusedBatch, MediaItem, fuse
 from .generation import generate_tokens
-from .interfaces import (ComponentKind, Encoder, LLMBackbone, LLMOutput, LoraRouter, MediaEmbeddings, Modality,
-                         Projector, RoutingInput)
+from .interfaces import (ComponentKind, Encoder, LatentExtractor, LLMBackbone, LLMOutput, LoraRouter,
+                         MediaEmbeddings, Modality, Projector, RoutingInput)
 from .mechanisms.lora import AdapterSet, route_for_batch
 from .media.load import load_media
 from .paths import asset_root
@@ -50,6 +50,7 @@ class Lyra(nn.Module):
         self.vocoder = vocoder
         self.lora = lora  # MLoRA adapters (their projector copies are saved as lora.projectors.<route>.*)
         self.router = router
+        self.extractor: LatentExtractor | None = None  # LMME, from config.extraction
 
     # ------------------------------------------------------------------ construction
 
@@ -95,6 +96,8 @@ class Lyra(nn.Module):
         finally:
             torch.random.set_rng_state(cpu_rng)
         model = cls(config, llm, encoders, projectors, speech_decoder, vocoder)
+        if config.extraction is not None:
+            model.extractor = host.build(ComponentKind.EXTRACTOR, config.extraction.plugin, config.extraction.options)
         if config.lora is not None and config.lora.adapters:
             model.attach_lora(config.lora, host=host)
         model.to(_DTYPES[config.dtype])
@@ -253,23 +256,28 @@ class Lyra(nn.Module):
     @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt | str] | Prompt | str, options: GenerationOptions | None = None,
                  progress: Callable[[str, int, int], None] | None = None, route: str | None = "auto",
-                 **overrides: Any) -> list[str]:
+                 extraction: Any = None, **overrides: Any) -> list[str]:
         """Answer each prompt; returns the decoded texts. ``overrides`` set :class:`GenerationOptions` fields;
         ``progress(modality, done, total)`` reports media encoding (useful for hours of audio); ``route`` picks
         the LoRA route (``"auto"``: the router decides; None: adapters off)."""
-        texts, _ = self.generate_ids(prompts, options, progress, route, **overrides)
+        texts, _ = self.generate_ids(prompts, options, progress, route, extraction, **overrides)
         return texts
 
     @torch.no_grad()
     def generate_ids(self, prompts: Sequence[Prompt | str] | Prompt | str, options: GenerationOptions | None = None,
                      progress: Callable[[str, int, int], None] | None = None, route: str | None = "auto",
-                     **overrides: Any) -> tuple[list[str], list[list[int]]]:
-        """Like :meth:`generate`, also returning the generated token ids."""
+                     extraction: Any = None, **overrides: Any) -> tuple[list[str], list[list[int]]]:
+        """Like :meth:`generate`, also returning the generated token ids.
+
+        ``extraction`` overrides the config's LMME extractor for this call: a LatentExtractor, an
+        ``ExtractionOptions`` / dict (``{"keep": 0.7, "gap": 7}``), or False for none.
+        """
         if isinstance(prompts, (str, Prompt)):
             prompts = [prompts]
         opts = self._options(options, overrides)
         batch = self.prepare(prompts, padding_side="left", progress=progress, route=route)
-        out = generate_tokens(self.llm, batch.inputs_embeds, batch.attention_mask, self.position_ids(batch), opts)
+        out = generate_tokens(self.llm, batch.inputs_embeds, batch.attention_mask, self.position_ids(batch), opts,
+                              media_mask=batch.media_mask, extractor=self._extractor(extraction))
         texts = [self.llm.tokenizer.decode(ids, skip_special_tokens=True) for ids in out.sequences]
         return texts, out.sequences
 
@@ -290,6 +298,23 @@ class Lyra(nn.Module):
     def _options(self, options: GenerationOptions | None, overrides: Mapping[str, Any]) -> GenerationOptions:
         opts = (options or self.config.generation).model_copy(update=dict(overrides))
         return GenerationOptions.model_validate(opts.model_dump())
+
+    def _extractor(self, extraction: Any) -> LatentExtractor | None:
+        """The LMME extractor for a call: the config's, or a per-call one (False = none)."""
+        if extraction is None:
+            return self.extractor
+        if extraction is False:
+            return None
+        if isinstance(extraction, LatentExtractor):
+            return extraction
+        from pydantic import ValidationError
+
+        from .mechanisms.extraction import ExtractionOptions, TopKExtractor
+
+        try:
+            return TopKExtractor(ExtractionOptions.model_validate(extraction))
+        except ValidationError as exc:
+            raise ConfigError([("extraction." + ".".join(str(x) for x in e["loc"]), e["msg"]) for e in exc.errors()]) from None
 
     def chat(self, text: str, **media: Any) -> str:
         """One prompt, media by keyword (``speech="q.wav"``, ``image=[...]``); returns the answer text."""

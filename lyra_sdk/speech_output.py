@@ -50,7 +50,7 @@ def _steps(model: Any, prompt: Any, options: GenerationOptions) -> Iterator[tupl
     """(token id, hidden (D,)) for each answer token of a single prompt (stop tokens excluded)."""
     batch = model.prepare([prompt], padding_side="left")
     for step in iter_tokens(model.llm, batch.inputs_embeds, batch.attention_mask, model.position_ids(batch),
-                            options, with_hidden=True):
+                            options, with_hidden=True, media_mask=batch.media_mask, extractor=model.extractor):
         if bool(step.active[0]) and not bool(step.stopped[0]):
             yield int(step.tokens[0]), step.hidden[0]
 

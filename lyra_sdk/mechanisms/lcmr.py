@@ -15,8 +15,8 @@ the training loss is ``CE + weight * LCMR``.
 Normalisation: the Lyra paper's text divides by L + S; dividing by L (the default) keeps the loss on the scale of
 a per-speech-token cross-entropy: the soft-DTW path has between max(L, S) and L + S - 1 cells and, since speech
 tokens outnumber transcript tokens, it is close to L cells, so R / L is roughly the mean cost of matching a speech
-token to its text token (about log S at initialisation, -> 0 when aligned), while / (L + S) scales it down by a
-data-dependent factor of about L / (L + S). Choose ``normalize="L+S"`` to follow the paper's text.
+token to its text token (log S with no preference among the S text tokens, -> 0 when aligned), while / (L + S)
+scales it down by a data-dependent factor of about L / (L + S). Choose ``normalize="L+S"`` to follow the paper's text.
 """
 
 from __future__ import annotations

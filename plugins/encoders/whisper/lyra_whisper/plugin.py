@@ -16,6 +16,7 @@ from pydantic import Field
 
 from lyra_sdk.errors import CheckpointError, ConfigError, MediaError
 from lyra_sdk.hookspecs import Register, hookimpl
+from lyra_sdk.paths import resolve_path
 from lyra_sdk.interfaces import Encoder, Features, MediaEmbeddings, Modality, PluginOptions
 
 from .convert import load_checkpoint, load_strict
@@ -71,7 +72,7 @@ class WhisperEncoder(Encoder):
                 raise ConfigError([("encoder_attention_heads", str(exc))]) from exc
             log.info("whisper encoder: random init %s", config)
             return cls(options, config)
-        config, state_dict, fmt = load_checkpoint(options.path, options.format)
+        config, state_dict, fmt = load_checkpoint(resolve_path(options.path), options.format)
         clashes = [f"{k}={getattr(options, k)} but the checkpoint has {getattr(config, k)}"
                    for k in _ARCH_FIELDS if k in options.model_fields_set and getattr(options, k) != getattr(config, k)]
         if clashes:

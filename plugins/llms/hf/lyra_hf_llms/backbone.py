@@ -29,6 +29,7 @@ class HFLLMOptions(PluginOptions):
 
     path: str | None = Field(None, description="HF-format model folder (config.json + safetensors) or GGUF folder")
     gguf_file: str | None = Field(None, description="GGUF file name inside `path`, dequantized on load")
+    gguf_cache: bool = Field(True, description="convert a GGUF once into an HF-format copy in the SDK cache")
     config: dict[str, Any] | None = Field(None, description="transformers config fields for a randomly initialised model")
     tokenizer: str | None = Field(None, description="'qwen2' (built in), a tokenizer folder, or unset = `path`")
     chat_template: str | None = Field(None, description="Jinja chat template overriding the tokenizer's")
@@ -67,7 +68,12 @@ class HFCausalLM(LLMBackbone):
         """Load from ``path`` or build from ``config`` with random weights."""
         if options.path is None and options.config is None:
             raise ConfigError([("llm.options", "set either path (a model folder) or config (for random weights)")])
-        if options.path is not None:
+        tok_source, tok_gguf = options.path, options.gguf_file
+        if options.path is not None and options.gguf_file is not None and options.gguf_cache:
+            folder = cls._gguf_cached(options)
+            model = cls._load(options.model_copy(update={"path": str(folder), "gguf_file": None}))
+            tok_source, tok_gguf = str(folder), None
+        elif options.path is not None:
             model = cls._load(options)
         else:
             try:
@@ -76,8 +82,39 @@ class HFCausalLM(LLMBackbone):
                 raise ConfigError([("llm.options.config", f"{type(exc).__name__}: {exc}")]) from None
             hf_config._attn_implementation = options.attn_implementation
             model = cls.hf_classes()[1](hf_config)
-        tokenizer = load_tokenizer(options.tokenizer, options.path, options.gguf_file)
+        tokenizer = load_tokenizer(options.tokenizer, tok_source, tok_gguf)
         return cls(model, tokenizer, options)
+
+    @classmethod
+    def _gguf_cached(cls, options: HFLLMOptions) -> Path:
+        """An HF-format copy of a GGUF model in the SDK cache, made once (dequantizing GGUF takes a while)."""
+        import os
+        import shutil
+        import tempfile
+
+        from lyra_sdk.paths import cache_dir
+
+        src = resolve_path(options.path) / options.gguf_file
+        if not src.is_file():
+            raise CheckpointError(f"GGUF file not found: {src}")
+        st = src.stat()
+        folder = cache_dir() / "gguf" / f"{src.stem}-{st.st_size}-{int(st.st_mtime)}"
+        if (folder / "config.json").exists():
+            return folder
+        log.warning("converting %s to an HF-format copy in %s (once; later loads are fast)", src.name, folder)
+        model = cls._load(options)
+        tokenizer = load_tokenizer(options.tokenizer if options.tokenizer else None, options.path, options.gguf_file)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".convert-"))
+        try:
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            os.replace(tmp, folder)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (folder / "config.json").exists():
+                raise
+        return folder
 
     @classmethod
     def _load(cls, options: HFLLMOptions) -> Any:

@@ -9,6 +9,7 @@ import torch
 from pydantic import ConfigDict, Field
 from torch import Tensor
 
+from lyra_sdk.paths import resolve_path
 from lyra_sdk.errors import ConfigError
 from lyra_sdk.hookspecs import Register, hookimpl
 from lyra_sdk.interfaces import PluginOptions, Vocoder
@@ -69,10 +70,10 @@ class UnitHifiGanVocoder(Vocoder):
         explicit = {f: getattr(options, f) for f in _ARCH_FIELDS if f in options.model_fields_set}
         cfg: HifiGanConfig | None = None
         if options.config:
-            cfg = load_config(options.config)
+            cfg = load_config(resolve_path(options.config))
         elif not (options.checkpoint and options.checkpoint.endswith(".safetensors")):
             cfg = config_from_dict(options.model_dump(include=set(_ARCH_FIELDS)), "unit-hifigan options")
-        generator = load_any(options.checkpoint, cfg) if options.checkpoint else CodeHiFiGAN(cfg)
+        generator = load_any(resolve_path(options.checkpoint), cfg) if options.checkpoint else CodeHiFiGAN(cfg)
         got = generator.cfg.model_dump()
         clashes = [(f, f"set to {_dump(v)} but the loaded config has {got[f]!r}")
                    for f, v in explicit.items() if _dump(v) != got[f]]

@@ -320,6 +320,8 @@ class Trainer:
         data = iterate(self.train_set, o.batch_size, self.ctx.world_size, self.ctx.rank, cfg.run.seed,
                        self.state.epoch, self.state.batch, cfg.data.group_by_length)
         t0 = time.time()
+        if self.state.step == 0 and cfg.run.eval_every and self.eval_set:
+            self._emit({"step": 0, **self.evaluate()})  # the baseline the curve starts from
         while self.state.step < o.max_steps:
             agg: dict[str, float] = {}
             for micro in range(o.grad_accum):

@@ -168,7 +168,7 @@ class Lyra(nn.Module):
         """
         encoder: Encoder = self.encoders[modality.value]
         projector: Projector = self.projector(modality)
-        loaded = [load_media(modality, it) for it in items]
+        loaded = [self.load_media(modality, it) for it in items]
         p = next(encoder.parameters(), None)
         per_item: list[list[Tensor]] = [[] for _ in items]
         grids: list[Tensor | None] = [None] * len(items)
@@ -186,6 +186,12 @@ class Lyra(nn.Module):
             if progress is not None:
                 progress(done, total)
         return [(torch.cat(rows, dim=0), grids[i]) for i, rows in enumerate(per_item)]
+
+    def load_media(self, modality: Modality, item: Any) -> Any:
+        """Load one media item the way this model's encoder wants it (e.g. its ``max_frames`` for video)."""
+        enc = self.encoders[modality.value] if modality.value in self.encoders else None
+        frames = getattr(getattr(enc, "options", None), "max_frames", 16)
+        return load_media(modality, item, max_frames=frames)
 
     def projector(self, modality: Modality) -> Projector:
         """The projector in use for ``modality``: the active LoRA route's own copy, else the base one."""
@@ -218,7 +224,7 @@ class Lyra(nn.Module):
         if not prompts:
             raise LyraError("no prompts given")
         media = [check_prompt(p, self.modalities, i) for i, p in enumerate(prompts)]
-        media = [{m: [load_media(m, it) for it in items] for m, items in md.items()} for md in media]
+        media = [{m: [self.load_media(m, it) for it in items] for m, items in md.items()} for md in media]
         if self.lora is not None:
             self.lora.activate(self.route_for(media) if route == "auto" else route)
         encoded: list[dict[Modality, list[MediaItem]]] = [{} for _ in prompts]

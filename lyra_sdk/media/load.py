@@ -11,10 +11,11 @@ from ..errors import MediaError
 from ..interfaces import Modality
 
 
-def load_media(modality: Modality, item: Any) -> Any:
+def load_media(modality: Modality, item: Any, max_frames: int = 16) -> Any:
     """A path / bytes -> loaded media; already-loaded media (arrays, images) pass through.
 
-    Speech and sound become 16 kHz mono float32 arrays; images become RGB PIL images.
+    Speech and sound become 16 kHz mono float32 arrays; images become RGB PIL images; videos become
+    :class:`~lyra_sdk.media.video.VideoClip` with up to ``max_frames`` uniformly sampled frames.
     """
     if modality in (Modality.SPEECH, Modality.SOUND):
         if isinstance(item, np.ndarray):
@@ -33,5 +34,5 @@ def load_media(modality: Modality, item: Any) -> Any:
     if modality is Modality.VIDEO:
         from .video import load_video
 
-        return load_video(item)
+        return load_video(item, max_frames=max_frames)
     raise MediaError(f"no loader for {modality.value}")

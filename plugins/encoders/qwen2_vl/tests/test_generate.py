@@ -80,3 +80,9 @@ def test_bad_media_are_media_errors(omni, media):
         omni.generate([Prompt("<image>", {"image": [str(folder / "bad.jpg")]})], max_new_tokens=1)
     with pytest.raises(MediaError, match="corrupt"):
         omni.generate([Prompt("<video>", {"video": [str(folder / "bad.mp4")]})], max_new_tokens=1)
+
+
+def test_video_paths_are_sampled_to_the_encoders_max_frames(omni, media):
+    clip = omni.load_media(Modality.VIDEO, media["clip"])  # 12 frames in the file, tiny-omni keeps 8
+    assert omni.encoders["video"].options.max_frames == 8
+    assert len(clip.frames) == 8 and clip.timestamps == sorted(clip.timestamps)

@@ -21,6 +21,7 @@ from .interfaces import (ComponentKind, Encoder, LatentExtractor, LLMBackbone, L
 from .mechanisms.lora import AdapterSet, route_for_batch
 from .media.load import load_media
 from .paths import asset_root
+from .weights import read_json_config
 from .prompt import DEFAULT_SYSTEM, Prompt, build_segments, check_prompt
 
 log = logging.getLogger(__name__)
@@ -380,14 +381,9 @@ class Lyra(nn.Module):
         if not folder.is_dir():
             raise CheckpointError(f"model folder not found: {folder}")
         cfg_file, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-        if not cfg_file.exists():
-            raise CheckpointError(f"{folder} is not a Lyra model folder: {CONFIG_FILE} is missing")
+        data = read_json_config(folder, CONFIG_FILE, "a Lyra model folder: lyra_config.json is missing")
         if not weights.exists():
             raise CheckpointError(f"{folder}: {WEIGHTS_FILE} is missing")
-        try:
-            data = json.loads(cfg_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{cfg_file} is not valid JSON: {exc}") from None
         config = LyraConfig.from_dict(data, overrides, host=host, source=str(cfg_file), base_dir=folder.resolve())
         new_lora = config.lora if (config.lora is not None and not data.get("lora")) else None
         if new_lora is not None:  # adapters added by overrides: load the saved weights first, then attach

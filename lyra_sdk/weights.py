@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
 
 from torch import Tensor, nn
 
@@ -34,3 +36,19 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, Tensor], source: str
                                   f"model {tuple(expected[key].shape)}")
     module.load_state_dict(dict(state_dict), strict=not optional)
     log.info("loaded %d tensors from %s", len(state_dict), source)
+
+
+def read_json_config(folder: Path, name: str = "config.json", expected: str = "a model folder") -> dict:
+    """``folder/name`` as a JSON object; a missing folder or file, bad JSON or a non-object is a CheckpointError."""
+    path = Path(folder) / name
+    if not Path(folder).is_dir():
+        raise CheckpointError(f"model folder not found: {folder}")
+    if not path.exists():
+        raise CheckpointError(f"{folder} has no {name} (expected {expected})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object")
+    return data

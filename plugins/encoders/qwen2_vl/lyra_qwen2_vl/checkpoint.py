@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from lyra_sdk.errors import CheckpointError
+from lyra_sdk.weights import read_json_config
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +28,7 @@ INDEX_FILE = "model.safetensors.index.json"
 
 def read_config(folder: Path) -> dict[str, Any]:
     """The folder's ``config.json`` as a dict; CheckpointError when missing or malformed."""
-    path = folder / "config.json"
-    if not folder.is_dir():
-        raise CheckpointError(f"model folder not found: {folder}")
-    if not path.exists():
-        raise CheckpointError(f"{folder} has no config.json (expected an HF-format Qwen2-VL folder)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object")
-    return data
+    return read_json_config(folder, expected="an HF-format Qwen2-VL folder")
 
 
 def _shards(folder: Path) -> list[Path]:

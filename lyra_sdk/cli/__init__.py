@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from ..errors import LyraError
-from . import config_cmd, estimate_cmd, export_cmd, info_cmd, plugins_cmd, run_cmd, train_cmd, vocode_cmd
+from . import config_cmd, estimate_cmd, eval_cmd, export_cmd, info_cmd, plugins_cmd, run_cmd, train_cmd, vocode_cmd
 
 err = Console(stderr=True, highlight=False)
 # typer >= 0.20 vendors its own click; catch usage errors from either.
@@ -28,6 +28,7 @@ app.command("estimate")(estimate_cmd.estimate)
 app.command("vocode")(vocode_cmd.vocode)
 app.command("export")(export_cmd.export)
 app.command("train")(train_cmd.train)
+app.command("eval")(eval_cmd.evaluate)
 app.add_typer(plugins_cmd.app, name="plugins")
 app.add_typer(config_cmd.app, name="config")
 

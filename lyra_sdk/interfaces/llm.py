@@ -71,6 +71,7 @@ class LLMBackbone(Configurable, nn.Module, ABC):
     """
 
     media_wrappers: ClassVar[dict[Modality, tuple[str, str]]] = {}
+    max_context: int | None = None  # longest sequence (prompt + answer) the model handles; None = not known
     hidden_size: int
     vocab_size: int
     tokenizer: Tokenizer

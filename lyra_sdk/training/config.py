@@ -35,6 +35,8 @@ class DataSection(_Strict):
     media_root: str | None = None
     max_length: int | None = Field(None, gt=0, description="records longer than this (estimated tokens) are refused")
     group_by_length: bool = True
+    encoder_cache_mb: int = Field(0, ge=0, description="memory for frozen encoders' outputs per media file "
+                                  "(encode each clip once per run, not once per epoch); 0 = off")
 
 
 class OptimSection(_Strict):

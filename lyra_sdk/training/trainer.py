@@ -21,6 +21,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
+from ..encoder_cache import EncoderCache
 from ..errors import CheckpointError, ConfigError, LyraError
 from ..fusion import IGNORE_INDEX
 from ..interfaces import Modality
@@ -184,6 +185,8 @@ class Trainer:
         torch.manual_seed(cfg.run.seed)
         self.lyra = self._build_model()
         self.route = cfg.run.lora_route
+        if cfg.data.encoder_cache_mb > 0:
+            self.lyra.encoder_cache = EncoderCache(cfg.data.encoder_cache_mb * 2**20)
         self._set_trainable()
         self.params = [p for p in self.lyra.parameters() if p.requires_grad]
         if not self.params:

@@ -62,6 +62,7 @@ class HFCausalLM(LLMBackbone):
         self.tokenizer = HFTokenizer(tokenizer, extra)
         self.hidden_size = int(model.config.hidden_size)
         self.vocab_size = int(model.config.vocab_size)
+        self.max_context = getattr(model.config, "max_position_embeddings", None)
 
     @classmethod
     def from_options(cls, options: HFLLMOptions) -> Self:

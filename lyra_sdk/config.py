@@ -33,6 +33,9 @@ class ComponentSpec(_Strict):
     plugin: str = Field(description="registered plugin name, see `lyra plugins list`")
     options: dict[str, Any] = Field(default_factory=dict, description="validated by the plugin's Options model")
     trainable: Trainability = Field("frozen", description="frozen, lora (adapters only) or full")
+    source: dict[str, Any] | None = Field(None, description="written by save_pretrained: the options that loaded this "
+                                          "component's pretrained weights, so a later `reference_sources` save can "
+                                          "point at them again")
 
 
 class GenerationOptions(_Strict):

@@ -70,4 +70,4 @@ def _load_default(overrides: Sequence[str], host: Any) -> Any:
 def _loads_weights(lyra: Any) -> bool:
     from .model import weight_source
 
-    return any(weight_source(spec) is not None for _, spec, _ in lyra.component_specs())
+    return any(weight_source(spec.options) is not None or spec.source for _, spec, _ in lyra.component_specs())

@@ -411,10 +411,13 @@ class Lyra(nn.Module):
         referenced = self._referenced_components() if reference_sources else []
         for path, spec, module in self.component_specs():
             target = _spec_at(cfg, path)
+            source = spec.options if weight_source(spec.options) else spec.source
             if path in referenced:
-                target.options = _absolute_sources(spec.options, self.config.base_dir)
+                target.options = _absolute_sources(source, self.config.base_dir)
+                target.source = None
             else:
                 target.options = module.export(out).model_dump(mode="json")
+                target.source = _absolute_sources(source, self.config.base_dir) if source else None
         if dtype is not None and dtype not in _DTYPES:
             raise LyraError(f"unknown storage dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
         tmp = out / (WEIGHTS_FILE + ".tmp")
@@ -432,7 +435,7 @@ class Lyra(nn.Module):
     def _referenced_components(self) -> list[str]:
         """Dotted paths of components that load pretrained weights from a source and are not fully trained."""
         return [path for path, spec, _ in self.component_specs()
-                if spec.trainable != "full" and weight_source(spec) is not None]
+                if spec.trainable != "full" and (weight_source(spec.options) is not None or spec.source)]
 
     def _source_keys(self, referenced: Sequence[str]) -> set[str]:
         """State-dict keys provided by the sources of ``referenced`` components (their LoRA weights excluded)."""
@@ -487,11 +490,11 @@ class Lyra(nn.Module):
         return model.eval()
 
 
-def weight_source(spec: ComponentSpec) -> str | None:
+def weight_source(options: Mapping[str, Any]) -> str | None:
     """The option naming where a component's pretrained weights come from (``path``, ``checkpoint``,
     ``weights``), or None when it is built with random weights."""
     for key in ("path", "checkpoint", "weights"):
-        if spec.options.get(key):
+        if options.get(key):
             return key
     return None
 

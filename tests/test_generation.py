@@ -75,3 +75,14 @@ def test_prompt_objects_and_system_override(text_model):
     a = text_model.generate([Prompt("hi", system=None)], max_new_tokens=4)
     b = text_model.generate([Prompt("hi")], max_new_tokens=4)
     assert isinstance(a[0], str) and isinstance(b[0], str)
+
+
+def test_prompt_longer_than_the_context_is_refused(text_model):
+    from lyra_sdk import LyraError
+
+    limit = text_model.llm.max_context
+    assert limit == 4096
+    with pytest.raises(LyraError, match=r"more than the LLM's context of 4096 tokens"):
+        text_model.generate("word " * 4200, max_new_tokens=4)
+    with pytest.raises(LyraError, match="context"):  # room for the answer counts too
+        text_model.generate("word " * 4050, max_new_tokens=100)

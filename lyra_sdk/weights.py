@@ -34,6 +34,8 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, Tensor], source: str
         if tuple(value.shape) != tuple(expected[key].shape):
             raise CheckpointError(f"{source}: shape mismatch for {key_name(key)!r}: checkpoint {tuple(value.shape)}, "
                                   f"model {tuple(expected[key].shape)}")
+    if any(t.is_meta for t in expected.values()):  # built on the meta device (shapes only): keys checked, no copy
+        return
     module.load_state_dict(dict(state_dict), strict=not optional)
     log.info("loaded %d tensors from %s", len(state_dict), source)
 

@@ -48,3 +48,14 @@ def test_default_handles_silence_and_bad_audio(capsys, tmp_path):
     bad.write_bytes(b"RIFF\x00\x00not audio at all")
     assert run_cli(["run", "--speech", str(bad)]) == 2
     assert "bad.wav" in capsys.readouterr().err
+
+
+@needs_nano
+def test_info_and_estimate_on_the_default_need_no_weights(capsys):
+    import json
+
+    assert run_cli(["info", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["name"] == "lyra-nano" and 147e6 < report["total"] < 149e6  # SmolLM2 + Whisper tiny.en + projector
+    assert run_cli(["estimate", "--speech-seconds", "600", "--json"]) == 0
+    assert "6000" in capsys.readouterr().out.replace(",", "")  # 10 tokens per second

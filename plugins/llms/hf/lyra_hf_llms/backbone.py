@@ -70,7 +70,8 @@ class HFCausalLM(LLMBackbone):
         if options.path is None and options.config is None:
             raise ConfigError([("llm.options", "set either path (a model folder) or config (for random weights)")])
         tok_source, tok_gguf = options.path, options.gguf_file
-        if options.path is not None and options.gguf_file is not None and options.gguf_cache:
+        on_meta = torch.get_default_device().type == "meta"  # shapes only (lyra info): no conversion, no weights
+        if options.path is not None and options.gguf_file is not None and options.gguf_cache and not on_meta:
             folder = cls._gguf_cached(options)
             model = cls._load(options.model_copy(update={"path": str(folder), "gguf_file": None}))
             tok_source, tok_gguf = str(folder), None
@@ -137,6 +138,9 @@ class HFCausalLM(LLMBackbone):
             raise CheckpointError(
                 f"{folder} holds a {hf_config.model_type!r} model; this plugin loads {', '.join(cls.model_types)}"
             )
+        if torch.get_default_device().type == "meta":
+            hf_config._attn_implementation = options.attn_implementation
+            return cls.hf_classes()[1](hf_config)  # the architecture only, e.g. for parameter counts
         log.info("loading %s weights from %s", hf_config.model_type, folder)
         try:
             model = cls.hf_classes()[1].from_pretrained(str(folder), **kwargs)

@@ -13,6 +13,7 @@
 Writes OUT/audio/*.wav (16 kHz) and JSON files in the LLaVA/Lyra format (``speech_asr`` holds the transcript):
   stage1_train.json   ASR: "<speech>\\nTranscribe the speech." -> sentence
   stage2_train.json   spoken question "<speech>" -> SmolLM2's typed answer (+ a share of ASR records)
+  stage2_all_train.json  every spoken question and every ASR record (for longer stage-2 runs)
   asr_eval.json, qa_eval.json   held-out texts and voices, same formats
   typed_answers.json  question -> the typed answer (all splits), for the agreement evaluation
 """
@@ -193,8 +194,10 @@ def build(out: Path, config: str, seed: int, qa_voices: int, max_asr: int, batch
         sys.stderr.write(f"{split}: {len(qa)} spoken questions, {len(asr)} ASR sentences\n")
     mix = sets["train_qa"] + rng.sample(sets["train_asr"], k=min(len(sets["train_asr"]), len(sets["train_qa"]) // 3))
     rng.shuffle(mix)
-    files = {"stage1_train.json": sets["train_asr"], "stage2_train.json": mix, "asr_eval.json": sets["eval_asr"],
-             "qa_eval.json": sets["eval_qa"]}
+    every = sets["train_qa"] + sets["train_asr"]
+    random.Random(seed + 1).shuffle(every)
+    files = {"stage1_train.json": sets["train_asr"], "stage2_train.json": mix, "stage2_all_train.json": every,
+             "asr_eval.json": sets["eval_asr"], "qa_eval.json": sets["eval_qa"]}
     for name, recs in files.items():
         (out / name).write_text(json.dumps(recs, indent=1), encoding="utf-8")
     (out / "typed_answers.json").write_text(json.dumps(answers, indent=1), encoding="utf-8")

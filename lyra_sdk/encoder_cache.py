@@ -5,17 +5,31 @@ is most of a CPU step (a full 30 s window per clip). :class:`EncoderCache` keeps
 (before the projector, so trained projectors still see fresh inputs) and drops the least recently used
 entries past ``max_bytes``. Keys include the file's size and modification time, so an edited file is encoded
 again. :meth:`lyra_sdk.Lyra.encode_media` uses it only while the encoder has no trainable parameters.
+
+With a ``directory`` the rows are also written there (one safetensors file per media file and encoder), so
+later runs (the next training stage, a rerun) skip the encoder from their first epoch. A disk entry's name
+hashes the memory key together with a fingerprint of the encoder's weights (every parameter and buffer), so a
+different or retrained encoder never reads another's outputs; unreadable entries count as misses and are
+rewritten; writes go to a temporary file renamed into place.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
+import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
 
 CacheKey = tuple[str, str, int, int]
 
@@ -35,16 +49,22 @@ class EncodedRow:
 
 
 class EncoderCache:
-    """Least-recently-used map (modality, file) -> encoder rows, holding at most ``max_bytes`` of tensors."""
+    """Least-recently-used map (modality, file) -> encoder rows, holding at most ``max_bytes`` of tensors in
+    memory, optionally backed by ``directory`` on disk (then ``max_bytes`` may be 0: disk only)."""
 
-    def __init__(self, max_bytes: int) -> None:
-        if max_bytes <= 0:
-            raise ValueError("max_bytes must be positive")
+    def __init__(self, max_bytes: int, directory: str | os.PathLike | None = None) -> None:
+        if max_bytes < 0 or (max_bytes == 0 and directory is None):
+            raise ValueError("max_bytes must be positive (or 0 with a directory)")
         self.max_bytes = max_bytes
+        self.directory = Path(directory).expanduser() if directory is not None else None
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
         self.nbytes = 0
         self.hits = 0
+        self.disk_hits = 0
         self.misses = 0
         self._rows: OrderedDict[CacheKey, list[EncodedRow]] = OrderedDict()
+        self._fingerprints: dict[int, str] = {}
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -61,22 +81,43 @@ class EncoderCache:
             return None
         return (modality, str(path.resolve()), st.st_size, st.st_mtime_ns)
 
-    def get(self, key: CacheKey | None) -> list[EncodedRow] | None:
-        """Cached rows of ``key`` (marking it recently used), or None."""
+    def fingerprint(self, encoder: nn.Module) -> str:
+        """A hash of the encoder's parameters and buffers (names, shapes, dtypes, values); memoised per module."""
+        fp = self._fingerprints.get(id(encoder))
+        if fp is None:
+            h = hashlib.sha256()
+            for name, t in list(encoder.named_parameters()) + list(encoder.named_buffers()):
+                h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+                h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            fp = self._fingerprints[id(encoder)] = h.hexdigest()
+        return fp
+
+    def get(self, key: CacheKey | None, encoder: nn.Module | None = None) -> list[EncodedRow] | None:
+        """Cached rows of ``key`` (marking it recently used), from memory or, given the ``encoder``, from disk."""
         rows = self._rows.get(key) if key is not None else None
+        if rows is not None:
+            self._rows.move_to_end(key)
+            self.hits += 1
+            return rows
+        rows = self._read(key, encoder) if key is not None else None
         if rows is None:
             self.misses += 1
             return None
-        self._rows.move_to_end(key)
-        self.hits += 1
+        self.disk_hits += 1
+        self._remember(key, rows)
         return rows
 
-    def put(self, key: CacheKey | None, rows: list[EncodedRow]) -> None:
-        """Store detached copies of ``rows`` and evict the oldest entries beyond the byte budget."""
+    def put(self, key: CacheKey | None, rows: list[EncodedRow], encoder: nn.Module | None = None) -> None:
+        """Store detached copies of ``rows`` (and, given the ``encoder``, write them to disk); evict the oldest
+        memory entries beyond the byte budget."""
         if key is None:
             return
         rows = [EncodedRow(r.embeddings.detach().clone(), r.mask.detach().clone(),
                            r.grid.detach().clone() if r.grid is not None else None) for r in rows]
+        self._write(key, rows, encoder)
+        self._remember(key, rows)
+
+    def _remember(self, key: CacheKey, rows: list[EncodedRow]) -> None:
         size = sum(r.nbytes for r in rows)
         if size > self.max_bytes:
             return
@@ -88,6 +129,43 @@ class EncoderCache:
         while self.nbytes > self.max_bytes:
             _, dropped = self._rows.popitem(last=False)
             self.nbytes -= sum(r.nbytes for r in dropped)
+
+    def _file(self, key: CacheKey, encoder: nn.Module | None) -> Path | None:
+        if self.directory is None or encoder is None:
+            return None
+        name = hashlib.sha256(repr((key, self.fingerprint(encoder))).encode()).hexdigest()
+        return self.directory / f"{name}.safetensors"
+
+    def _read(self, key: CacheKey, encoder: nn.Module | None) -> list[EncodedRow] | None:
+        file = self._file(key, encoder)
+        if file is None or not file.is_file():
+            return None
+        try:
+            t = load_file(str(file))
+            rows = [EncodedRow(t[f"{i}.embeddings"], t[f"{i}.mask"], t.get(f"{i}.grid"))
+                    for i in range(int(t["n_rows"].item()))]
+        except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as exc:
+            log.warning("encoder cache: ignoring unreadable %s (%s)", file, exc)
+            return None
+        return rows
+
+    def _write(self, key: CacheKey, rows: list[EncodedRow], encoder: nn.Module | None) -> None:
+        file = self._file(key, encoder)
+        if file is None:
+            return
+        tensors = {"n_rows": torch.tensor(len(rows))}
+        for i, r in enumerate(rows):
+            tensors[f"{i}.embeddings"], tensors[f"{i}.mask"] = r.embeddings.contiguous(), r.mask.contiguous()
+            if r.grid is not None:
+                tensors[f"{i}.grid"] = r.grid.contiguous()
+        fd, tmp = tempfile.mkstemp(dir=file.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp)
+            os.replace(tmp, file)
+        except OSError as exc:
+            log.warning("encoder cache: could not write %s (%s)", file, exc)
+            Path(tmp).unlink(missing_ok=True)
 
     def clear(self) -> None:
         """Forget everything."""

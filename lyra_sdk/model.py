@@ -184,7 +184,7 @@ class Lyra(nn.Module):
         if cache is not None:
             todo = []
             for i, key in enumerate(keys):
-                rows = cache.get(key) if key is not None else None
+                rows = cache.get(key, encoder) if key is not None else None
                 if rows is None:
                     todo.append(i)
                     continue
@@ -216,7 +216,7 @@ class Lyra(nn.Module):
                 progress(done, total)
         if cache is not None:
             for item, rows in fresh.items():
-                cache.put(keys[item], rows)
+                cache.put(keys[item], rows, encoder)
         return [(torch.cat(rows, dim=0), grids[i]) for i, rows in enumerate(per_item)]
 
     def load_media(self, modality: Modality, item: Any) -> Any:

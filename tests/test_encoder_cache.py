@@ -67,3 +67,43 @@ def test_byte_budget_evicts_least_recently_used():
     assert len(cache) == 2 and cache.nbytes <= 1000
     assert cache.get(("speech", "a", 0, 0)) is None and cache.get(("speech", "c", 0, 0)) is not None
     assert EncoderCache.key("speech", np.zeros(3)) is None  # in-memory audio has no key
+
+
+def test_disk_cache_serves_a_new_run_and_is_keyed_by_encoder_weights(audio_model, tone, tmp_path):
+    paths = _clips(tmp_path, tone)
+    prompts = [Prompt("<speech> what is this?", {"speech": [p]}) for p in paths]
+    fresh = audio_model.prepare(prompts)
+    enc = audio_model.encoders["speech"]
+    store = tmp_path / "cache"
+    try:
+        audio_model.encoder_cache = EncoderCache(0, store)  # disk only
+        audio_model.prepare(prompts)
+        assert len(list(store.glob("*.safetensors"))) == 3 and not list(store.glob("*.tmp"))
+        audio_model.encoder_cache = EncoderCache(64 * 2**20, store)  # a later run
+        calls = []
+        handle = enc.register_forward_hook(lambda *a: calls.append(1))
+        try:
+            again = audio_model.prepare(prompts)
+        finally:
+            handle.remove()
+        assert not calls and audio_model.encoder_cache.disk_hits == 3
+        torch.testing.assert_close(again.inputs_embeds, fresh.inputs_embeds, rtol=0, atol=0)
+        # a corrupt entry is a miss, rewritten; never an error
+        victim = sorted(store.glob("*.safetensors"))[0]
+        victim.write_bytes(b"not a safetensors file")
+        audio_model.encoder_cache = EncoderCache(64 * 2**20, store)
+        torch.testing.assert_close(audio_model.prepare(prompts).inputs_embeds, fresh.inputs_embeds, rtol=0, atol=0)
+        assert audio_model.encoder_cache.misses == 1 and audio_model.encoder_cache.disk_hits == 2
+        # other encoder weights: other entries
+        saved = {k: v.clone() for k, v in enc.state_dict().items()}
+        with torch.no_grad():
+            next(enc.parameters()).add_(0.01)
+        try:
+            audio_model.encoder_cache = EncoderCache(64 * 2**20, store)
+            audio_model.prepare(prompts)
+            assert audio_model.encoder_cache.disk_hits == 0 and audio_model.encoder_cache.misses == 3
+            assert len(list(store.glob("*.safetensors"))) == 6
+        finally:
+            enc.load_state_dict(saved)
+    finally:
+        audio_model.encoder_cache = None

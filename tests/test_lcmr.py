@@ -155,3 +155,71 @@ def test_invalid_inputs_raise(change, match):
         args[key] = broken.get(value, value) if isinstance(value, str) and key != "normalize" else value
     with pytest.raises(SoftDTWInputError, match=match):
         lcmr_loss(**args)
+
+
+# ---------------------------------------------------------------- softmax over the vocabulary (SDK extension)
+
+def vocab_by_hand(x, x_mask, ids, y_mask, vocab, tau=0.06, gamma=0.1):
+    """Cost -log softmax over every vocabulary row, read at the transcript's ids, then the per-cell soft-DTW."""
+    losses = []
+    for b in range(x.shape[0]):
+        xb, ib = x[b][x_mask[b]].double(), ids[b][y_mask[b]]
+        cost = torch.stack([-(torch.log_softmax(xb[l_idx] @ vocab.double().T / tau, 0)[ib]) for l_idx in range(len(xb))])
+        losses.append(naive_soft_dtw(cost, gamma) / len(xb))
+    return torch.stack(losses).mean()
+
+
+def vocab_batch(seed=0, V=11):
+    x, xm, _, ym = make_batch(seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    vocab = torch.randn(V, x.shape[2], generator=gen, dtype=torch.float64) * 0.3
+    ids = torch.randint(0, V, ym.shape, generator=gen)
+    return x, xm, vocab[ids], ym, vocab, ids
+
+
+def test_vocabulary_softmax_equals_hand_computed_and_differs_from_lyra():
+    x, xm, y, ym, vocab, ids = vocab_batch()
+    got = lcmr_loss(x, xm, y, ym, vocab_embeds=vocab, text_ids=ids)
+    assert got.item() == pytest.approx(vocab_by_hand(x, xm, ids, ym, vocab).item(), rel=1e-5)
+    assert got.item() > lcmr_loss(x, xm, y, ym).item()  # V candidates instead of S: a harder softmax
+
+
+def test_vocabulary_softmax_prefers_tokens_that_look_like_their_word():
+    vocab = torch.linalg.qr(torch.randn(8, 8, generator=torch.Generator().manual_seed(0)))[0]  # orthonormal rows
+    ids = torch.tensor([[3, 1, 6, 0]])
+    y, ym = vocab[ids], torch.ones(1, 4, dtype=torch.bool)
+    speech = y.repeat_interleave(2, dim=1)  # each word piece heard twice
+    sm = torch.ones(1, 8, dtype=torch.bool)
+    aligned = lcmr_loss(speech, sm, y, ym, vocab_embeds=vocab, text_ids=ids)
+    other = lcmr_loss(vocab[torch.tensor([[2, 2, 5, 5, 7, 7, 4, 4]])], sm, y, ym, vocab_embeds=vocab, text_ids=ids)
+    assert aligned.item() < 0.01 and other.item() > 10
+    # Lyra's softmax only sees the sentence's 4 tokens: words outside the sentence cost it nothing extra
+    assert lcmr_loss(vocab[torch.tensor([[2, 2, 5, 5, 7, 7, 4, 4]])], sm, y, ym).item() < 2
+
+
+def test_vocabulary_softmax_gradient_reaches_speech_only():
+    x, xm, y, ym, vocab, ids = vocab_batch()
+    x = x.clone().requires_grad_(True)
+    vocab = vocab.clone().requires_grad_(True)
+    lcmr_loss(x, xm, y, ym, vocab_embeds=vocab.detach(), text_ids=ids).backward()
+    assert x.grad is not None and x.grad[xm].abs().sum() > 0 and x.grad[~xm].abs().sum() == 0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(text_ids=None), "needs text_ids"),
+    (dict(text_ids="ids"), "needs text_ids"),
+    (dict(vocab_embeds=torch.zeros(5, 3)), r"vocab_embeds must be a floating \(V, 8\)"),
+    (dict(text_ids=torch.full((3, 6), 11)), r"must lie in \[0, 11\)"),
+])
+def test_vocabulary_softmax_bad_inputs(kwargs, match):
+    x, xm, y, ym, vocab, ids = vocab_batch()
+    args = dict(vocab_embeds=vocab, text_ids=ids) | kwargs
+    with pytest.raises(SoftDTWInputError, match=match):
+        lcmr_loss(x, xm, y, ym, **args)
+
+
+def test_options_model_softmax():
+    assert LCMROptions().softmax == "transcript"
+    assert LCMROptions(softmax="vocabulary").softmax == "vocabulary"
+    with pytest.raises(pydantic.ValidationError):
+        LCMROptions(softmax="words")

@@ -105,7 +105,7 @@ def test_errors_before_any_step(data_dir, tmp_path):
 def test_cli_train_and_resume(data_dir, tmp_path, capsys):
     from lyra_sdk.cli import run_cli
 
-    cfg = _cfg(data_dir, tmp_path / "cli")
+    cfg = _cfg(data_dir, tmp_path / "cli", data__train=[str(data_dir / "train.json"), str(data_dir / "eval.json")])
     f = tmp_path / "train.yaml"
     f.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     assert run_cli(["train", str(f), "optim.max_steps=4", "--stop-at", "2"]) == 0
@@ -154,3 +154,27 @@ def test_training_with_lmme_extraction(data_dir, tmp_path):
     trainer.train()
     log = [json.loads(x) for x in (tmp_path / "x" / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) for r in log if "loss" in r)
+
+
+def test_lcmr_alone_over_the_vocabulary_pre_aligns_the_projector_without_an_llm_forward(data_dir, tmp_path, monkeypatch):
+    cfg = _cfg(data_dir, tmp_path / "run", model_overrides=["projectors.speech.trainable=full"],
+               loss__ce_weight=0.0, loss__lcmr_weight=1.0, loss__lcmr_softmax="vocabulary",
+               optim__max_steps=20, optim__lr=1e-2,
+               data__train=[str(data_dir / "train.json"), str(data_dir / "eval.json")])  # several files pool
+    trainer = Trainer(cfg, tmp_path / "run")
+    assert len(trainer.train_set) == 12 + 4
+
+    def no_forward(*a, **k):
+        raise AssertionError("LCMR alone must not run the LLM")
+
+    monkeypatch.setattr(trainer.lyra.llm, "forward", no_forward)
+    before = {k: v.clone() for k, v in trainer.lyra.llm.state_dict().items()}
+    trainer.train()
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    lcmr = [r["lcmr"] for r in log if "lcmr" in r and "loss" in r]
+    assert lcmr[-1] < 0.7 * lcmr[0], lcmr
+    assert all(torch.equal(before[k], v) for k, v in trainer.lyra.llm.state_dict().items())
+    # LoRA / LLM weights would get no gradient from LCMR alone: refused before any step
+    cfg = _cfg(data_dir, tmp_path / "r2", loss__ce_weight=0.0, loss__lcmr_weight=1.0)
+    with pytest.raises(ConfigError, match="runs no LLM forward"):
+        Trainer(cfg, tmp_path / "r2")

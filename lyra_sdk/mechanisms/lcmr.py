@@ -17,6 +17,15 @@ a per-speech-token cross-entropy: the soft-DTW path has between max(L, S) and L 
 tokens outnumber transcript tokens, it is close to L cells, so R / L is roughly the mean cost of matching a speech
 token to its text token (log S with no preference among the S text tokens, -> 0 when aligned), while / (L + S)
 scales it down by a data-dependent factor of about L / (L + S). Choose ``normalize="L+S"`` to follow the paper's text.
+
+Softmax over the vocabulary (an SDK extension, ``softmax="vocabulary"``): Lyra's softmax runs over the S
+transcript tokens only, so a speech token merely has to be nearer its own text token than the sentence's other
+tokens; a direction that separates the sentence's words satisfies it without resembling any word the LLM knows.
+With the vocabulary option the cost is :math:`D_{l,s} = -\log \operatorname{softmax}_{v}(x_l \cdot e_v / \tau)_{t_s}`
+over the LLM's whole input-embedding table :math:`e` (:math:`t_s` the transcript's token ids): every speech
+token must look like its aligned word piece and like no other word of the vocabulary. It is a CTC-like
+alignment loss without a blank (the soft-DTW path assigns every speech token to a transcript token), and it
+needs no LLM forward, so a projector can be pre-aligned with it cheaply (``ce_weight: 0`` in training).
 """
 
 from __future__ import annotations
@@ -44,6 +53,8 @@ class LCMROptions(BaseModel):
     temperature: float = Field(0.06, gt=0, description="tau of the cost's softmax over transcript tokens")
     gamma: float = Field(0.1, gt=0, description="soft-DTW smoothing")
     normalize: Literal["L", "L+S"] = Field("L", description="divide each sample's soft-DTW by L or by L + S")
+    softmax: Literal["transcript", "vocabulary"] = Field(
+        "transcript", description="the cost's softmax over the transcript's tokens (Lyra) or the LLM's vocabulary")
 
 
 def lcmr_loss(
@@ -55,6 +66,9 @@ def lcmr_loss(
     temperature: float = 0.06,
     gamma: float = 0.1,
     normalize: Literal["L", "L+S"] = "L",
+    *,
+    vocab_embeds: Tensor | None = None,
+    text_ids: Tensor | None = None,
 ) -> Tensor:
     """The LCMR loss of a batch (a float32 scalar), formulas in the module docstring.
 
@@ -70,6 +84,9 @@ def lcmr_loss(
         gamma: soft-DTW smoothing > 0.
         normalize: ``"L"`` (default) divides each sample's soft-DTW by its number of speech tokens, ``"L+S"`` by
             speech plus transcript tokens (the paper's text).
+        vocab_embeds: (V, d) the LLM's input-embedding table: given, the softmax runs over the vocabulary (see
+            the module docstring) and ``text_ids`` is required; ``text_embeds`` then only fixes the shapes.
+        text_ids: (B, S) int64 token ids of the transcripts (valid where ``text_mask``), with ``vocab_embeds``.
 
     Returns:
         Scalar float32 tensor: the mean over counted samples. If no sample counts it is 0, still attached to the
@@ -83,6 +100,9 @@ def lcmr_loss(
     gamma = _positive("gamma", gamma)
     if normalize not in _NORMALIZE:
         raise SoftDTWInputError(f"normalize must be one of {', '.join(_NORMALIZE)}, got {normalize!r}")
+    vocab = vocab_embeds is not None
+    if vocab:
+        _check_vocab(vocab_embeds, text_ids, text_embeds)
     keep = has_transcript & speech_mask.any(1) & text_mask.any(1)
     idx = keep.nonzero().flatten()
     if idx.numel() == 0:
@@ -92,13 +112,37 @@ def lcmr_loss(
         y, y_mask = _pack(text_embeds[idx].float(), text_mask[idx])  # (N, S, d), (N, S)
         len_l, len_s = x_mask.sum(1), y_mask.sum(1)
         x, y, y_mask = x[:, : int(len_l.max())], y[:, : int(len_s.max())], y_mask[:, : int(len_s.max())]
-        logits = torch.bmm(x, y.transpose(1, 2)) / temperature  # (N, L', S')
-        logits = logits.masked_fill(~y_mask[:, None, :], float("-inf"))
-        cost = -torch.log_softmax(logits, dim=-1)
+        if vocab:
+            ids, _ = _pack(text_ids[idx][:, :, None], text_mask[idx])  # (N, S, 1)
+            ids = ids[:, : y.shape[1], 0].long()
+            cost = torch.stack([_vocab_cost(xi, vocab_embeds, ids_i, temperature) for xi, ids_i in zip(x, ids)])
+        else:
+            logits = torch.bmm(x, y.transpose(1, 2)) / temperature  # (N, L', S')
+            logits = logits.masked_fill(~y_mask[:, None, :], float("-inf"))
+            cost = -torch.log_softmax(logits, dim=-1)
         cost = cost.masked_fill(~y_mask[:, None, :], 0.0)  # finite padding; soft-DTW never reads it
         values = soft_dtw(cost, gamma, (len_l, len_s))  # (N,)
     denom = len_l if normalize == "L" else len_l + len_s
     return (values / denom.to(values.dtype)).mean()
+
+
+def _vocab_cost(x: Tensor, vocab_embeds: Tensor, ids: Tensor, temperature: float) -> Tensor:
+    """(L, S) cost -log softmax_v(x_l . e_v / tau) at each transcript id; padding rows and ids give finite values."""
+    logits = x @ vocab_embeds.float().T / temperature  # (L, V)
+    return torch.logsumexp(logits, dim=-1, keepdim=True) - logits[:, ids]
+
+
+def _check_vocab(vocab_embeds: Tensor, text_ids: Tensor | None, text_embeds: Tensor) -> None:
+    B, S, d = text_embeds.shape
+    if not isinstance(vocab_embeds, Tensor) or vocab_embeds.ndim != 2 or vocab_embeds.shape[1] != d \
+            or not vocab_embeds.is_floating_point():
+        got = tuple(vocab_embeds.shape) if isinstance(vocab_embeds, Tensor) else type(vocab_embeds).__name__
+        raise SoftDTWInputError(f"vocab_embeds must be a floating (V, {d}) tensor, got {got}")
+    if not isinstance(text_ids, Tensor) or tuple(text_ids.shape) != (B, S) or text_ids.is_floating_point():
+        got = tuple(text_ids.shape) if isinstance(text_ids, Tensor) else type(text_ids).__name__
+        raise SoftDTWInputError(f"softmax over the vocabulary needs text_ids, an integer ({B}, {S}) tensor; got {got}")
+    if text_ids.numel() and (int(text_ids.min()) < 0 or int(text_ids.max()) >= vocab_embeds.shape[0]):
+        raise SoftDTWInputError(f"text_ids must lie in [0, {vocab_embeds.shape[0]}), the vocabulary of vocab_embeds")
 
 
 def _pack(tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:

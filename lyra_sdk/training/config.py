@@ -30,13 +30,15 @@ class ModelSection(_Strict):
 class DataSection(_Strict):
     """LLaVA / Lyra JSON datasets (a list of records); media paths are relative to ``media_root`` or the file."""
 
-    train: str
+    train: str | list[str] = Field(description="a dataset file, or several whose records are pooled")
     eval: str | None = None
     media_root: str | None = None
     max_length: int | None = Field(None, gt=0, description="records longer than this (estimated tokens) are refused")
     group_by_length: bool = True
     encoder_cache_mb: int = Field(0, ge=0, description="memory for frozen encoders' outputs per media file "
                                   "(encode each clip once per run, not once per epoch); 0 = off")
+    encoder_cache_dir: str | None = Field(None, description="also keep frozen encoders' outputs in this folder "
+                                          "(keyed by file and encoder weights), so later runs skip the encoder")
 
 
 class OptimSection(_Strict):
@@ -61,6 +63,8 @@ class LossSection(_Strict):
     lcmr_temperature: float = Field(0.06, gt=0)
     lcmr_gamma: float = Field(0.1, gt=0)
     lcmr_normalize: Literal["L", "L+S"] = "L"
+    lcmr_softmax: Literal["transcript", "vocabulary"] = Field(
+        "transcript", description="LCMR cost's softmax over the transcript's tokens (Lyra) or the LLM's vocabulary")
     ctc_weight: float = Field(0.0, ge=0)
 
 

@@ -1,7 +1,7 @@
 """The training loop: one mechanism for every stage; what trains comes from the config.
 
 Loss = ce_weight * CE (answer tokens only) + lcmr_weight * LCMR (samples with a transcript) + ctc_weight * CTC
-(samples with target units). AdamW, warmup + cosine, gradient accumulation and clipping, bf16 autocast where
+(samples with target units); with LCMR alone no LLM forward runs (it reads only the LLM's input embeddings). AdamW, warmup + cosine, gradient accumulation and clipping, bf16 autocast where
 supported, optional gradient checkpointing, periodic evaluation, JSONL logs, atomic checkpoints with exact
 resume, and the same code under ``torchrun`` (DDP; FSDP on CUDA for models larger than one device).
 """
@@ -49,13 +49,17 @@ class StepModule(nn.Module):
         so DDP's gradient average equals single-process training on the same global batch."""
         lyra, lc = self.lyra, self.cfg.loss
         batch = lyra.prepare([s.prompt for s in samples], padding_side="right", route=self.route)
+        terms: dict[str, Tensor] = {}
+        total = batch.inputs_embeds.sum() * 0.0
+        if lc.ce_weight == lc.ctc_weight == 0:  # LCMR alone reads only the LLM's input embeddings: no forward
+            terms["lcmr"] = self._lcmr(batch, samples)
+            return total + lc.lcmr_weight * terms["lcmr"], terms
         if lyra.extractor is not None and getattr(lyra.extractor, "enabled", True) and bool(batch.media_mask.any()):
             out, batch = _extracting_forward(lyra, batch)  # LMME in training: pruned tokens leave labels too
         else:
             out = lyra.llm(batch.inputs_embeds, batch.attention_mask, position_ids=lyra.position_ids(batch),
                            return_logits=False)
-        terms: dict[str, Tensor] = {}
-        total = out.hidden_states.sum() * 0.0
+        total = total + out.hidden_states.sum() * 0.0
         if lc.ce_weight > 0:
             targets = batch.labels[:, 1:]
             keep = targets != IGNORE_INDEX  # logits only where a label is: the vocabulary projection is the cost
@@ -85,8 +89,12 @@ class StepModule(nn.Module):
         text_ids, text_mask = _pad_ids(ids, lyra.llm.tokenizer.pad_token_id, dev)
         text = lyra.llm.embed_tokens(text_ids).detach()
         has = torch.tensor([bool(i) and len(x) > 0 for i, x in zip(ids, speech)], device=dev)
+        vocab = None
+        if lc.lcmr_softmax == "vocabulary":
+            llm = lyra.llm
+            vocab = llm.embed_tokens(torch.arange(llm.vocab_size, device=dev)[None])[0].detach()
         return lcmr_loss(sp, sp_mask, text, text_mask, has, temperature=lc.lcmr_temperature, gamma=lc.lcmr_gamma,
-                         normalize=lc.lcmr_normalize)
+                         normalize=lc.lcmr_normalize, vocab_embeds=vocab, text_ids=text_ids if vocab is not None else None)
 
     def _ctc(self, batch: Any, hidden: Tensor, samples: Sequence[Sample]) -> Tensor:
         dec = self.lyra.speech_decoder
@@ -185,15 +193,19 @@ class Trainer:
         torch.manual_seed(cfg.run.seed)
         self.lyra = self._build_model()
         self.route = cfg.run.lora_route
-        if cfg.data.encoder_cache_mb > 0:
-            self.lyra.encoder_cache = EncoderCache(cfg.data.encoder_cache_mb * 2**20)
+        if cfg.data.encoder_cache_mb > 0 or cfg.data.encoder_cache_dir:
+            self.lyra.encoder_cache = EncoderCache(cfg.data.encoder_cache_mb * 2**20, cfg.path(cfg.data.encoder_cache_dir))
         self._set_trainable()
         self.params = [p for p in self.lyra.parameters() if p.requires_grad]
         if not self.params:
             raise ConfigError([("model.overrides", "this config trains nothing: set trainable: full (or lora with "
                                 "run.lora_route) on at least one component")])
         self._check_losses()
-        self.train_set = load_dataset(cfg.path(cfg.data.train), cfg.path(cfg.data.media_root), cfg.data.max_length)
+        files = [cfg.data.train] if isinstance(cfg.data.train, str) else cfg.data.train
+        if not files:
+            raise ConfigError([("data.train", "no dataset file given")])
+        self.train_set = [s for f in files
+                          for s in load_dataset(cfg.path(f), cfg.path(cfg.data.media_root), cfg.data.max_length)]
         self.eval_set = (load_dataset(cfg.path(cfg.data.eval), cfg.path(cfg.data.media_root), cfg.data.max_length)
                          if cfg.data.eval else [])
         self._check_data()
@@ -249,6 +261,10 @@ class Trainer:
             raise ConfigError([("loss.ctc_weight", "CTC loss asked for, but the model has no speech_decoder")])
         if lc.ce_weight == lc.lcmr_weight == lc.ctc_weight == 0:
             raise ConfigError([("loss", "every loss weight is 0: nothing to train on")])
+        if lc.ce_weight == lc.ctc_weight == 0 and any(p.requires_grad for p in self.lyra.llm.parameters()):
+            raise ConfigError([("loss", "LCMR alone (ce_weight and ctc_weight 0) runs no LLM forward, so the LLM's "
+                                "trainable weights (LoRA or full) would get no gradient: train only encoders and "
+                                "projectors with it, or give CE a weight")])
 
     def _check_data(self) -> None:
         lc = self.cfg.loss
@@ -373,10 +389,13 @@ class Trainer:
 def write_run_config(cfg: TrainConfig, run_dir: Path) -> None:
     """Save the resolved training config (absolute paths) so ``--resume RUN_DIR`` works from anywhere."""
     data = cfg.model_dump(mode="json")
-    for section, keys in (("model", ("config", "init_from")), ("data", ("train", "eval", "media_root"))):
+    for section, keys in (("model", ("config", "init_from")), ("data", ("train", "eval", "media_root", "encoder_cache_dir"))):
         for k in keys:
-            if data[section][k] is not None:
-                data[section][k] = str(cfg.path(data[section][k]).resolve())
+            value = data[section][k]
+            if isinstance(value, list):
+                data[section][k] = [str(cfg.path(v).resolve()) for v in value]
+            elif value is not None:
+                data[section][k] = str(cfg.path(value).resolve())
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_NAME).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 

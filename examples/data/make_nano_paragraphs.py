@@ -1,0 +1,120 @@
+"""More lyra-nano ASR data: SmolLM2's own paragraphs on the TRAINING topics, spoken in packed clips (deterministic).
+
+    python examples/data/make_nano_paragraphs.py --out examples/data/nano     # after make_nano_dataset.py
+
+Word identity is what a projector trained on ~850 short sentences fails to learn (each word is heard a handful
+of times). This adds many more distinct words per hour of audio, in the vocabulary SmolLM2 itself writes:
+
+1. Prompts "Write a short paragraph about X." / "Describe X." / "Tell me something interesting about X." for
+   every filler X of the TRAINING questions only (held-out fillers never appear in a prompt), answered greedily
+   by SmolLM2-135M-Instruct (adapters off).
+2. The answers' plain-letter sentences (:func:`make_nano_dataset.speakable_sentences`), deduplicated and with
+   every held-out ASR sentence removed, are packed 1-3 to a clip of at most ``--max-seconds`` of speech.
+3. espeak-ng speaks each clip with a training accent/variant at a jittered speed and pitch (held-out voices
+   share no accent+variant with these).
+
+Writes OUT/audio/para_*.wav and OUT/stage1_paragraphs.json (the Lyra ASR format, ``speech_asr`` = transcript),
+and adds its counts to OUT/stats.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from espeak import speak  # examples/data is on sys.path when run as a script
+from make_nano_dataset import TEMPLATES, TRAIN_VOICES, asr_record, speakable_sentences, split_questions
+
+STYLES = ["Write a short paragraph about {}.", "Describe {}.", "Tell me something interesting about {}."]
+WORDS_PER_SECOND = 2.6  # espeak-ng near 155 words per minute
+
+
+def training_fillers(seed: int) -> list[str]:
+    """Fillers of the training questions (a filler in any held-out question is left out)."""
+    train_q, held_q = split_questions(seed)
+    held = {f for template, fillers in TEMPLATES for f in fillers if template.format(f) in held_q}
+    train = {f for template, fillers in TEMPLATES for f in fillers if template.format(f) in train_q}
+    return sorted(train - held)
+
+
+def paragraphs(prompts: list[str], config: str, batch_size: int, max_new_tokens: int) -> list[str]:
+    """SmolLM2's greedy answers to ``prompts`` (adapters off), in order."""
+    from lyra_sdk import Lyra
+
+    lyra = Lyra.from_config(config)
+    out: list[str] = []
+    start = time.time()
+    for i in range(0, len(prompts), batch_size):
+        out += lyra.generate(prompts[i : i + batch_size], route=None, max_new_tokens=max_new_tokens)
+        sys.stderr.write(f"\rwriting paragraphs: {len(out)}/{len(prompts)} ({time.time() - start:.0f} s)")
+    sys.stderr.write("\n")
+    return out
+
+
+def pack(sentences: list[str], rng: random.Random, max_seconds: float) -> list[str]:
+    """Consecutive sentences joined 1-3 at a time while the clip stays under ``max_seconds`` of speech."""
+    clips, i = [], 0
+    while i < len(sentences):
+        want, text = rng.randint(1, 3), sentences[i]
+        i += 1
+        while want > 1 and i < len(sentences) and len((text + " " + sentences[i]).split()) <= max_seconds * WORDS_PER_SECOND:
+            text, i, want = text + " " + sentences[i], i + 1, want - 1
+        clips.append(text)
+    return clips
+
+
+def build(out: Path, config: str, seed: int, batch_size: int, max_new_tokens: int, max_seconds: float) -> dict:
+    if not (out / "asr_eval.json").is_file():
+        raise SystemExit(f"{out / 'asr_eval.json'} is missing: run make_nano_dataset.py --out {out} first")
+    held = {r["speech_asr"] for name in ("asr_eval.json", "qa_eval.json")
+            for r in json.loads((out / name).read_text(encoding="utf-8"))}
+    prompts = [style.format(f) for f in training_fillers(seed) for style in STYLES]
+    texts = paragraphs(prompts, config, batch_size, max_new_tokens)
+    sentences = list(dict.fromkeys(s for t in texts for s in speakable_sentences(t)))
+    sentences = [s for s in sentences if s not in held]
+    rng = random.Random(seed + 7)
+    clips = pack(sentences, rng, max_seconds)
+    for old in (out / "audio").glob("para_*.wav"):
+        old.unlink()
+    records, seconds = [], 0.0
+    for i, text in enumerate(clips):
+        name, speed, pitch = TRAIN_VOICES[i % len(TRAIN_VOICES)]
+        voice = (name, speed + rng.randint(-15, 15), max(0, min(99, pitch + rng.randint(-10, 10))))
+        wav = f"audio/para_{i:05d}.wav"
+        seconds += len(speak(text, voice, out / wav)) / 16000
+        records.append(asr_record(f"train-para-{i}", wav, text, name))
+        if i % 50 == 0 or i == len(clips) - 1:
+            sys.stderr.write(f"\rspeaking: {i + 1}/{len(clips)} clips ({seconds / 3600:.2f} h)")
+    sys.stderr.write("\n")
+    (out / "stage1_paragraphs.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
+    stats_file = out / "stats.json"
+    stats = json.loads(stats_file.read_text(encoding="utf-8")) if stats_file.is_file() else {}
+    stats.update({"stage1_paragraphs.json": len(records), "paragraph_sentences": len(sentences),
+                  "paragraph_hours": round(seconds / 3600, 2)})
+    stats_file.write_text(json.dumps(stats, indent=1), encoding="utf-8")
+    return stats
+
+
+def main() -> None:
+    here = Path(__file__).resolve().parent
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=here / "nano")
+    ap.add_argument("--config", default=str(here.parent / "configs" / "lyra-nano.yaml"))
+    ap.add_argument("--seed", type=int, default=0, help="must match make_nano_dataset.py's --seed")
+    ap.add_argument("--batch-size", type=int, default=24)
+    ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--max-seconds", type=float, default=20.0, help="speech per packed clip (Whisper's window is 30 s)")
+    args = ap.parse_args()
+    if shutil.which("espeak-ng") is None:
+        raise SystemExit("espeak-ng is not installed: apt-get install espeak-ng")
+    sys.stderr.write(json.dumps(build(args.out, args.config, args.seed, args.batch_size, args.max_new_tokens,
+                                      args.max_seconds)) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,10 @@ later runs (the next training stage, a rerun) skip the encoder from their first 
 hashes the memory key together with a fingerprint of the encoder's weights (every parameter and buffer), so a
 different or retrained encoder never reads another's outputs; unreadable entries count as misses and are
 rewritten; writes go to a temporary file renamed into place.
+
+Cached rows are reused as they were encoded. That is exact for encoders that treat each item on its own
+(Whisper pads every clip to its 30 s window); an encoder that pads a batch to its longest item gives a clip
+slightly different boundary frames in another batch, and the cache keeps the first ones.
 """
 
 from __future__ import annotations

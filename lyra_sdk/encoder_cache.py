@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,7 @@ class EncoderCache:
         self.disk_hits = 0
         self.misses = 0
         self._rows: OrderedDict[CacheKey, list[EncodedRow]] = OrderedDict()
-        self._fingerprints: dict[int, str] = {}
+        self._fingerprints: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -87,13 +88,13 @@ class EncoderCache:
 
     def fingerprint(self, encoder: nn.Module) -> str:
         """A hash of the encoder's parameters and buffers (names, shapes, dtypes, values); memoised per module."""
-        fp = self._fingerprints.get(id(encoder))
+        fp = self._fingerprints.get(encoder)
         if fp is None:
             h = hashlib.sha256()
             for name, t in list(encoder.named_parameters()) + list(encoder.named_buffers()):
                 h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
                 h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-            fp = self._fingerprints[id(encoder)] = h.hexdigest()
+            fp = self._fingerprints[encoder] = h.hexdigest()
         return fp
 
     def get(self, key: CacheKey | None, encoder: nn.Module | None = None) -> list[EncodedRow] | None:

@@ -167,6 +167,12 @@ def test_lcmr_alone_over_the_vocabulary_pre_aligns_the_projector_without_an_llm_
     def no_forward(*a, **k):
         raise AssertionError("LCMR alone must not run the LLM")
 
+    from lyra_sdk.interfaces import LLMBackbone
+
+    llm = trainer.lyra.llm  # the table LCMR reads: the HF backbone's matrix equals embedding every id
+    assert torch.equal(llm.input_embeddings(), LLMBackbone.input_embeddings(llm))
+    with pytest.raises(ConfigError, match="data.train"):
+        _cfg(data_dir, tmp_path / "r3", data__train=[])
     monkeypatch.setattr(trainer.lyra.llm, "forward", no_forward)
     before = {k: v.clone() for k, v in trainer.lyra.llm.state_dict().items()}
     trainer.train()

@@ -138,20 +138,24 @@ def speakable_sentences(text: str) -> list[str]:
     return out
 
 
-def typed_answers(questions: list[str], config: str, batch_size: int) -> dict[str, str]:
-    """SmolLM2's own greedy answers to the typed questions (adapters off), cut to complete sentences."""
+def generate_typed(prompts: list[str], config: str, batch_size: int, max_new_tokens: int, what: str) -> list[str]:
+    """SmolLM2's greedy answers to typed ``prompts`` (adapters off), in order, with progress on stderr."""
     from lyra_sdk import Lyra
 
     lyra = Lyra.from_config(config)
-    out: dict[str, str] = {}
+    out: list[str] = []
     start = time.time()
-    for i in range(0, len(questions), batch_size):
-        chunk = questions[i : i + batch_size]
-        texts = lyra.generate(chunk, route=None, max_new_tokens=MAX_ANSWER_TOKENS)
-        out.update({q: complete_sentences(t) for q, t in zip(chunk, texts, strict=True)})
-        sys.stderr.write(f"\ranswering typed questions: {len(out)}/{len(questions)} ({time.time() - start:.0f} s)")
+    for i in range(0, len(prompts), batch_size):
+        out += lyra.generate(prompts[i : i + batch_size], route=None, max_new_tokens=max_new_tokens)
+        sys.stderr.write(f"\r{what}: {len(out)}/{len(prompts)} ({time.time() - start:.0f} s)")
     sys.stderr.write("\n")
     return out
+
+
+def typed_answers(questions: list[str], config: str, batch_size: int) -> dict[str, str]:
+    """SmolLM2's own greedy answers to the typed questions (adapters off), cut to complete sentences."""
+    texts = generate_typed(questions, config, batch_size, MAX_ANSWER_TOKENS, "answering typed questions")
+    return {q: complete_sentences(t) for q, t in zip(questions, texts, strict=True)}
 
 
 def asr_record(rid: str, wav: str, text: str, voice: str) -> dict:

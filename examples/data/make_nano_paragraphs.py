@@ -24,11 +24,11 @@ import json
 import random
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from espeak import speak  # examples/data is on sys.path when run as a script
-from make_nano_dataset import TEMPLATES, TRAIN_VOICES, asr_record, speakable_sentences, split_questions
+from make_nano_dataset import (TEMPLATES, TRAIN_VOICES, asr_record, generate_typed, speakable_sentences,
+                               split_questions)
 
 STYLES = ["Write a short paragraph about {}.", "Describe {}.", "Tell me something interesting about {}."]
 WORDS_PER_SECOND = 2.6  # espeak-ng near 155 words per minute
@@ -40,20 +40,6 @@ def training_fillers(seed: int) -> list[str]:
     held = {f for template, fillers in TEMPLATES for f in fillers if template.format(f) in held_q}
     train = {f for template, fillers in TEMPLATES for f in fillers if template.format(f) in train_q}
     return sorted(train - held)
-
-
-def paragraphs(prompts: list[str], config: str, batch_size: int, max_new_tokens: int) -> list[str]:
-    """SmolLM2's greedy answers to ``prompts`` (adapters off), in order."""
-    from lyra_sdk import Lyra
-
-    lyra = Lyra.from_config(config)
-    out: list[str] = []
-    start = time.time()
-    for i in range(0, len(prompts), batch_size):
-        out += lyra.generate(prompts[i : i + batch_size], route=None, max_new_tokens=max_new_tokens)
-        sys.stderr.write(f"\rwriting paragraphs: {len(out)}/{len(prompts)} ({time.time() - start:.0f} s)")
-    sys.stderr.write("\n")
-    return out
 
 
 def pack(sentences: list[str], rng: random.Random, max_seconds: float) -> list[str]:
@@ -74,7 +60,7 @@ def build(out: Path, config: str, seed: int, batch_size: int, max_new_tokens: in
     held = {r["speech_asr"] for name in ("asr_eval.json", "qa_eval.json")
             for r in json.loads((out / name).read_text(encoding="utf-8"))}
     prompts = [style.format(f) for f in training_fillers(seed) for style in STYLES]
-    texts = paragraphs(prompts, config, batch_size, max_new_tokens)
+    texts = generate_typed(prompts, config, batch_size, max_new_tokens, "writing paragraphs")
     sentences = list(dict.fromkeys(s for t in texts for s in speakable_sentences(t)))
     sentences = [s for s in sentences if s not in held]
     rng = random.Random(seed + 7)

@@ -80,6 +80,11 @@ class LLMBackbone(Configurable, nn.Module, ABC):
     def embed_tokens(self, input_ids: Tensor) -> Tensor:
         """(B, L) long -> (B, L, hidden_size)."""
 
+    def input_embeddings(self) -> Tensor:
+        """The (vocab_size, hidden_size) input-embedding table, one row per token id (LCMR over the vocabulary
+        reads it). The default embeds every id; backbones holding an embedding matrix return it without a copy."""
+        return self.embed_tokens(torch.arange(self.vocab_size, device=self.device)[None])[0]
+
     @abstractmethod
     def forward(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
@@ -30,7 +30,8 @@ class ModelSection(_Strict):
 class DataSection(_Strict):
     """LLaVA / Lyra JSON datasets (a list of records); media paths are relative to ``media_root`` or the file."""
 
-    train: str | list[str] = Field(description="a dataset file, or several whose records are pooled")
+    train: str | Annotated[list[str], Field(min_length=1)] = Field(
+        description="a dataset file, or several whose records are pooled")
     eval: str | None = None
     media_root: str | None = None
     max_length: int | None = Field(None, gt=0, description="records longer than this (estimated tokens) are refused")

@@ -1,8 +1,9 @@
 """The training loop: one mechanism for every stage; what trains comes from the config.
 
 Loss = ce_weight * CE (answer tokens only) + lcmr_weight * LCMR (samples with a transcript) + ctc_weight * CTC
-(samples with target units); with LCMR alone no LLM forward runs (it reads only the LLM's input embeddings). AdamW, warmup + cosine, gradient accumulation and clipping, bf16 autocast where
-supported, optional gradient checkpointing, periodic evaluation, JSONL logs, atomic checkpoints with exact
+(samples with target units); with LCMR alone no LLM forward runs (it reads only the LLM's input embeddings).
+AdamW, warmup + cosine, gradient accumulation and clipping, bf16 autocast where supported, optional gradient
+checkpointing, periodic evaluation, JSONL logs, atomic checkpoints with exact
 resume, and the same code under ``torchrun`` (DDP; FSDP on CUDA for models larger than one device).
 """
 
@@ -89,10 +90,7 @@ class StepModule(nn.Module):
         text_ids, text_mask = _pad_ids(ids, lyra.llm.tokenizer.pad_token_id, dev)
         text = lyra.llm.embed_tokens(text_ids).detach()
         has = torch.tensor([bool(i) and len(x) > 0 for i, x in zip(ids, speech)], device=dev)
-        vocab = None
-        if lc.lcmr_softmax == "vocabulary":
-            llm = lyra.llm
-            vocab = llm.embed_tokens(torch.arange(llm.vocab_size, device=dev)[None])[0].detach()
+        vocab = lyra.llm.input_embeddings().detach() if lc.lcmr_softmax == "vocabulary" else None
         return lcmr_loss(sp, sp_mask, text, text_mask, has, temperature=lc.lcmr_temperature, gamma=lc.lcmr_gamma,
                          normalize=lc.lcmr_normalize, vocab_embeds=vocab, text_ids=text_ids if vocab is not None else None)
 
@@ -194,7 +192,8 @@ class Trainer:
         self.lyra = self._build_model()
         self.route = cfg.run.lora_route
         if cfg.data.encoder_cache_mb > 0 or cfg.data.encoder_cache_dir:
-            self.lyra.encoder_cache = EncoderCache(cfg.data.encoder_cache_mb * 2**20, cfg.path(cfg.data.encoder_cache_dir))
+            self.lyra.encoder_cache = EncoderCache(cfg.data.encoder_cache_mb * 2**20,
+                                                   cfg.path(cfg.data.encoder_cache_dir))
         self._set_trainable()
         self.params = [p for p in self.lyra.parameters() if p.requires_grad]
         if not self.params:
@@ -202,8 +201,6 @@ class Trainer:
                                 "run.lora_route) on at least one component")])
         self._check_losses()
         files = [cfg.data.train] if isinstance(cfg.data.train, str) else cfg.data.train
-        if not files:
-            raise ConfigError([("data.train", "no dataset file given")])
         self.train_set = [s for f in files
                           for s in load_dataset(cfg.path(f), cfg.path(cfg.data.media_root), cfg.data.max_length)]
         self.eval_set = (load_dataset(cfg.path(cfg.data.eval), cfg.path(cfg.data.media_root), cfg.data.max_length)
@@ -389,7 +386,8 @@ class Trainer:
 def write_run_config(cfg: TrainConfig, run_dir: Path) -> None:
     """Save the resolved training config (absolute paths) so ``--resume RUN_DIR`` works from anywhere."""
     data = cfg.model_dump(mode="json")
-    for section, keys in (("model", ("config", "init_from")), ("data", ("train", "eval", "media_root", "encoder_cache_dir"))):
+    paths = (("model", ("config", "init_from")), ("data", ("train", "eval", "media_root", "encoder_cache_dir")))
+    for section, keys in paths:
         for k in keys:
             value = data[section][k]
             if isinstance(value, list):

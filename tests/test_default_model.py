@@ -34,6 +34,31 @@ def test_default_answers_spoken_and_typed_question(capsys):
     spoken = capsys.readouterr()
     assert code == 0, spoken.err
     assert "capital" in spoken.out.lower()
+    # the README's main job: a held-out question in a held-out voice that the route does answer right
+    code = run_cli(["run", "--speech", str(ROOT / "examples" / "audio" / "opposite.wav"), "--max-new-tokens", "24"])
+    spoken = capsys.readouterr()
+    assert code == 0, spoken.err
+    assert "opposite of happy is sad" in spoken.out.lower()
+    assert "Loading weights" not in spoken.err  # transformers' own progress bar is hidden
+
+
+def test_quiet_hf_loading_restores_the_progress_bar():
+    from transformers.utils import logging as hf_logging
+
+    from lyra_sdk.loading import quiet_hf_loading
+
+    assert hf_logging.is_progress_bar_enabled()
+    with pytest.raises(RuntimeError), quiet_hf_loading():
+        assert not hf_logging.is_progress_bar_enabled()
+        raise RuntimeError("loading failed")
+    assert hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with quiet_hf_loading():
+            pass
+        assert not hf_logging.is_progress_bar_enabled()  # a caller's own choice is kept
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 @needs_nano

@@ -184,3 +184,10 @@ def test_lcmr_alone_over_the_vocabulary_pre_aligns_the_projector_without_an_llm_
     cfg = _cfg(data_dir, tmp_path / "r2", loss__ce_weight=0.0, loss__lcmr_weight=1.0)
     with pytest.raises(ConfigError, match="runs no LLM forward"):
         Trainer(cfg, tmp_path / "r2")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples" / "training").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_training_configs_validate(path):
+    cfg = TrainConfig.load(path)  # schema only: the data and start folders are made by the documented scripts
+    assert cfg.optim.max_steps > 0 and cfg.stage
+    assert cfg.path(cfg.data.train if isinstance(cfg.data.train, str) else cfg.data.train[0]).name.endswith(".json")

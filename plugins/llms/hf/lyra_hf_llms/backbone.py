@@ -13,6 +13,7 @@ from torch import Tensor
 
 from lyra_sdk.errors import CheckpointError, ConfigError
 from lyra_sdk.interfaces import ChatMessage, LLMBackbone, LLMOutput, PluginOptions
+from lyra_sdk.loading import quiet_hf_loading
 from lyra_sdk.paths import resolve_path
 
 from .tokenizers import HFTokenizer, load_tokenizer
@@ -143,7 +144,8 @@ class HFCausalLM(LLMBackbone):
             return cls.hf_classes()[1](hf_config)  # the architecture only, e.g. for parameter counts
         log.info("loading %s weights from %s", hf_config.model_type, folder)
         try:
-            model = cls.hf_classes()[1].from_pretrained(str(folder), **kwargs)
+            with quiet_hf_loading():
+                model = cls.hf_classes()[1].from_pretrained(str(folder), **kwargs)
         except (OSError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"cannot load weights from {folder}: {exc}") from None
         model.hf_quantizer = None  # GGUF weights are dequantized: a plain model from here on

@@ -66,13 +66,19 @@ def lyra_transcribe(records, model_dir: str | None, lyra_json: str | None) -> li
     return [row["hypothesis"] for row in evaluate_asr(model, records).rows]
 
 
+def voice(record) -> str:
+    """The espeak voice of a nano record: the part of its id after the last ``:`` ("-" when there is none)."""
+    return record.id.rsplit(":", 1)[-1] if ":" in record.id else "-"
+
+
 def wer_by_group(records, hyps: list[str]) -> dict[str, float]:
-    """Corpus WER per voice and over all records (normalised text; an empty hypothesis counts as deletions)."""
+    """Corpus WER per voice and over all records (normalised text, as ``lyra eval``; an empty hypothesis is
+    scored as the placeholder word ``<empty>``)."""
     import jiwer
 
     groups: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
     for rec, hyp in zip(records, hyps, strict=True):
-        for key in (rec.id.rsplit(":", 1)[-1] if ":" in rec.id else "-", "all"):
+        for key in (voice(rec), "all"):
             groups[key][0].append(normalize_text(rec.transcript))
             groups[key][1].append(normalize_text(hyp) or "<empty>")
     return {k: float(jiwer.wer(refs, hyps)) for k, (refs, hyps) in sorted(groups.items(), key=lambda kv: kv[0] == "all")}
@@ -99,9 +105,7 @@ def main() -> None:
     t_lyra = time.perf_counter() - t0
 
     ref, ours = wer_by_group(records, whisper_hyps), wer_by_group(records, lyra_hyps)
-    counts = defaultdict(int)
-    for rec in records:
-        counts[rec.id.rsplit(":", 1)[-1] if ":" in rec.id else "-"] += 1
+    counts = {key: sum(voice(r) == key for r in records) for key in ref}
     counts["all"] = len(records)
     print(f"{'voice':<22} {'n':>4} {'Whisper tiny.en':>16} {'lyra-nano':>10} {'ratio':>6}")
     for key in ref:
@@ -110,7 +114,7 @@ def main() -> None:
     result = {"records": args.records, "n": len(records), "wer_whisper_tiny_en": ref, "wer_lyra": ours,
               "seconds": {"whisper": round(t_whisper, 1), "lyra": None if args.lyra_json else round(t_lyra, 1)},
               "threads": args.threads}
-    print(json.dumps({k: v for k, v in result.items()}))
+    print(json.dumps(result))
     if args.json:
         result["rows"] = [{"id": r.id, "reference": r.transcript, "whisper": w, "lyra": h}
                           for r, w, h in zip(records, whisper_hyps, lyra_hyps, strict=True)]

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -257,6 +258,7 @@ class Lyra(nn.Module):
             raise LyraError("no prompts given")
         refs = [check_prompt(p, self.modalities, i) for i, p in enumerate(prompts)]
         media = [{m: [self.load_media(m, it) for it in items] for m, items in md.items()} for md in refs]
+        _warn_wordless_speech(refs, media)
         if self.lora is not None:
             self.lora.activate(self.route_for(media) if route == "auto" else route)
         encoded: list[dict[Modality, list[MediaItem]]] = [{} for _ in prompts]
@@ -553,3 +555,16 @@ def _spec_at(cfg: LyraConfig, path: str) -> ComponentSpec:
     if not tail:
         return getattr(cfg, head)
     return getattr(cfg, head)[Modality(tail)]
+
+
+def _warn_wordless_speech(refs: Sequence[Mapping[Modality, Sequence[Any]]],
+                          media: Sequence[Mapping[Modality, Sequence[Any]]]) -> None:
+    """Log a warning for each loaded speech item that is silent or too short to hold a word."""
+    from .media.audio import speech_problem
+
+    for ref, loaded in zip(refs, media, strict=True):
+        for item, samples in zip(ref.get(Modality.SPEECH, []), loaded.get(Modality.SPEECH, []), strict=True):
+            problem = speech_problem(samples) if isinstance(samples, np.ndarray) else None
+            if problem is not None:
+                name = item if isinstance(item, (str, os.PathLike)) else "a speech input"
+                log.warning("%s %s: the model hears no words, so the answer is not about anything said", name, problem)

@@ -10,6 +10,7 @@ import soundfile as sf
 
 from lyra_sdk.errors import MediaError
 from lyra_sdk.media import load_audio, resample
+from lyra_sdk.media.audio import peak_dbfs, speech_problem
 
 
 def _tone(rate: int, seconds: float, channels: int) -> np.ndarray:
@@ -119,3 +120,12 @@ def test_resample_lengths():
     assert resample(x, 16000, 16000) is not None and resample(x, 16000, 16000).dtype == np.float32
     with pytest.raises(MediaError):
         resample(x, 0, 16000)
+
+
+def test_speech_problem_names_silence_and_too_short_clips():
+    tone = _tone(16000, 1.0, channels=1)[:, 0]
+    assert speech_problem(tone) is None and abs(peak_dbfs(tone) - 20 * np.log10(0.3)) < 0.01
+    assert speech_problem(np.zeros(16000, np.float32)) == "is silent (peak level -inf dBFS over 1.0 s)"
+    assert "peak level -70 dBFS" in speech_problem(tone * 10 ** (-70 / 20) / 0.3)
+    assert speech_problem(tone[:800]) == "is only 50 ms long (too short to hold a word)"
+    assert speech_problem(tone[:800], sample_rate=8000) is None  # 100 ms at 8 kHz

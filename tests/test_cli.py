@@ -72,6 +72,20 @@ def test_speech_file_errors_exit_2(capsys, tmp_path):
     assert code == 2 and "Traceback" not in err
 
 
+def test_wordless_speech_instruction_is_refused_but_answered_with_a_prompt(capsys, caplog, tmp_path):
+    silence, blip = tmp_path / "silence.wav", tmp_path / "blip.wav"
+    sf.write(silence, np.zeros(32000, dtype=np.float32), 16000)
+    sf.write(blip, 0.5 * np.ones(400, dtype=np.float32), 16000)  # 25 ms
+    base = ["run", "--config", str(CONFIGS / "tiny-speech.yaml"), "--max-new-tokens", "2"]
+    code, out, err = _cli(capsys, *base, "--speech", str(silence), "--speech", str(blip))
+    assert code == 2 and not out and "Traceback" not in err
+    assert "silence.wav is silent (peak level -inf dBFS over 2.0 s)" in err and "blip.wav is only 25 ms long" in err
+    assert "no spoken question" in err and "--prompt" in err
+    code, out, _ = _cli(capsys, *base, "--speech", str(silence), "--prompt", "Is anyone talking?")
+    assert code == 0 and out.strip()
+    assert any("silence.wav is silent" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
 def test_console_script_runs():
     exe = Path(sys.executable).parent / "lyra"
     res = subprocess.run([str(exe), "plugins", "list"], capture_output=True, text=True, timeout=120)

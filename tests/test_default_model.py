@@ -68,7 +68,9 @@ def test_default_handles_silence_and_bad_audio(capsys, tmp_path):
 
     silence = tmp_path / "silence.wav"
     sf.write(silence, np.zeros(16000 * 3, np.float32), 16000)
-    assert run_cli(["run", "--speech", str(silence), "--max-new-tokens", "8"]) == 0
+    assert run_cli(["run", "--speech", str(silence), "--max-new-tokens", "8"]) == 2  # no question in it
+    assert "silence.wav is silent" in capsys.readouterr().err
+    assert run_cli(["run", "--speech", str(silence), "-p", "What is said?", "--max-new-tokens", "8"]) == 0
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF\x00\x00not audio at all")
     assert run_cli(["run", "--speech", str(bad)]) == 2

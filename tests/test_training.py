@@ -73,12 +73,20 @@ def test_resume_is_exact(data_dir, tmp_path):
     part = Trainer(_cfg(data_dir, tmp_path / "b", optim__grad_accum=2), tmp_path / "b")
     assert part.train(stop_at=3) == {"stopped_at": 3}
     assert [p.name for p in list_checkpoints(tmp_path / "b" / "checkpoints")] == ["step-000003"]
+    with open(tmp_path / "b" / "log.jsonl", "a") as f:  # the run went on past its checkpoint, then died mid-write
+        f.write(json.dumps({"step": 4, "loss": 9.0}) + "\n" + '{"step": 5, "lo')
     resumed = Trainer(_cfg(data_dir, tmp_path / "b", optim__grad_accum=2), tmp_path / "b", resume=True)
     assert resumed.state.step == 3
     resumed.train()
     a = load_file(str(list_checkpoints(tmp_path / "a" / "checkpoints")[-1] / "trainable.safetensors"))
     b = load_file(str(list_checkpoints(tmp_path / "b" / "checkpoints")[-1] / "trainable.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    def records(run: str) -> list[dict]:
+        lines = (tmp_path / run / "log.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k != "elapsed_s"} for x in lines]
+
+    assert records("b") == records("a")  # each step logged once, with the uninterrupted run's values
 
 
 def test_errors_before_any_step(data_dir, tmp_path):

@@ -144,6 +144,35 @@ def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE) -> np.ndarra
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
+SILENCE_DBFS = -60.0
+"""Peak level (dB relative to full scale) below which a clip counts as silent."""
+
+MIN_SPEECH_SECONDS = 0.1
+"""Clips shorter than this hold too little sound for a word."""
+
+
+def peak_dbfs(samples: np.ndarray) -> float:
+    """Peak level of float samples in dB relative to full scale (1.0); ``-inf`` for digital silence."""
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    return 20.0 * float(np.log10(peak)) if peak > 0 else float("-inf")
+
+
+def speech_problem(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str | None:
+    """Why ``samples`` cannot hold words (silent, or too short), or None when they might.
+
+    The model still runs on such input (and answers something); callers use this to warn, or to refuse when the
+    audio is meant to be the instruction itself.
+    """
+    seconds = samples.shape[0] / sample_rate
+    if seconds < MIN_SPEECH_SECONDS:
+        return f"is only {seconds * 1000:.0f} ms long (too short to hold a word)"
+    level = peak_dbfs(samples)
+    if level < SILENCE_DBFS:
+        shown = "-inf" if level == float("-inf") else f"{level:.0f}"
+        return f"is silent (peak level {shown} dBFS over {seconds:.1f} s)"
+    return None
+
+
 class WavWriter:
     """Writes float audio to a 16-bit PCM wav incrementally (a streamed answer is playable as it grows).
 

@@ -221,6 +221,8 @@ class Trainer:
                 raise CheckpointError(f"nothing to resume in {self.run_dir}: no complete checkpoint")
             self.state = load_checkpoint(ckpts[-1], self.lyra, self.optimizer, self.scheduler)
             log.info("resumed from %s (step %d)", ckpts[-1], self.state.step)
+            if self.ctx.rank == 0:
+                _truncate_log(self.run_dir / "log.jsonl", self.state.step)
         self.autocast = self._autocast()
 
     # ------------------------------------------------------------------ setup helpers
@@ -397,3 +399,21 @@ def write_run_config(cfg: TrainConfig, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_NAME).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop the records a resumed run will write again (those after its checkpoint), so ``log.jsonl`` holds each
+    step once; the file is replaced atomically and unparsable lines (a write cut short) are dropped too."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(line)
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+    tmp.replace(path)

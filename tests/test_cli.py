@@ -55,6 +55,7 @@ def test_run_same_text_twice_with_seed(capsys):
     (["run", "--config", str(CONFIGS / "tiny-text.yaml"), "--speech", "nope.wav"], "file not found"),
     (["run", "--config", str(CONFIGS / "tiny-text.yaml"), "-p", "<speech> hi"], "no speech was given"),
     (["run", "--config", str(CONFIGS / "tiny-text.yaml")], "nothing to answer"),
+    (["run", "--config", str(CONFIGS / "tiny-text.yaml"), "-p", " \n"], "the prompt is empty"),
     (["run", "--config", str(CONFIGS / "tiny-text.yaml"), "-p", "hi", "--set", "llm.plugin=nope"], "unknown llm plugin"),
     (["run", "--model", "no/such/folder", "-p", "hi"], "model folder not found"),
     (["run", "--config", str(CONFIGS / "tiny-text.yaml"), "-p", "hi", "--temperature", "-1"], "Invalid value"),
@@ -84,6 +85,14 @@ def test_wordless_speech_instruction_is_refused_but_answered_with_a_prompt(capsy
     code, out, _ = _cli(capsys, *base, "--speech", str(silence), "--prompt", "Is anyone talking?")
     assert code == 0 and out.strip()
     assert any("silence.wav is silent" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_an_empty_answer_is_pointed_out(capsys, monkeypatch):
+    from lyra_sdk.model import Lyra
+
+    monkeypatch.setattr(Lyra, "generate", lambda self, prompts, **kw: [""])
+    code, out, err = _cli(capsys, "run", "--config", str(CONFIGS / "tiny-text.yaml"), "-p", "hi")
+    assert code == 0 and out == "\n" and "answer is empty" in err
 
 
 def test_console_script_runs():

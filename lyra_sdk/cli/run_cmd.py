@@ -50,8 +50,9 @@ def run(
         for p in items:
             if not p.exists():
                 raise LyraError(f"file not found: {p}")
-    if prompt is None and not any(media.values()):
-        raise LyraError("nothing to answer: give --prompt and/or media (--speech, --image, --video, --sound)")
+    if not (prompt or "").strip() and not any(media.values()):
+        what = "the prompt is empty" if prompt is not None else "nothing to answer"
+        raise LyraError(f"{what}: give --prompt and/or media (--speech, --image, --video, --sound)")
     if prompt is None and speech and not (image or video or sound):
         _check_spoken_instruction(speech)
     text = prompt or ""
@@ -76,6 +77,8 @@ def run(
         extraction = {"keep": extract_keep, "gap": extract_gap} if extract_keep is not None else None
         answer = lyra.generate([p], progress=progress, route=None if route == "none" else route,
                                extraction=extraction, **gen)[0]
+    if not answer.strip():
+        err.print("[yellow]note:[/] the model's answer is empty (it ended its turn at once)")
     typer.echo(answer)
 
 

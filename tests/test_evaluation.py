@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from lyra_sdk import ConfigError
+from lyra_sdk import LyraError
 from lyra_sdk.cli import run_cli
 from lyra_sdk.evaluation import (SentenceJudge, complete_sentences, evaluate_agreement, evaluate_asr, key_terms,
                                  load_records, normalize_text)
@@ -22,8 +22,8 @@ def test_text_helpers():
 
 def test_records_are_validated(tmp_path):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps([{"id": "a", "speech": "x.wav"}]))
-    with pytest.raises(ConfigError, match=r"bad.json\[a\].*speech_asr"):
+    bad.write_text(json.dumps([{"id": "a", "speech": "x.wav"}] + [7] * 4))
+    with pytest.raises(LyraError, match=r"bad.json: record 0 \(id 'a'\) needs .*speech_asr.*record 2.*2 more"):
         load_records(bad)
     good = tmp_path / "good.json"
     good.write_text(json.dumps([{"id": "b", "speech": "x.wav", "speech_asr": "hi",

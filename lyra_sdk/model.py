@@ -164,14 +164,16 @@ class Lyra(nn.Module):
 
     def encode_media(self, modality: Modality, items: Sequence[Any],
                      progress: Callable[[int, int], None] | None = None,
-                     cache_keys: Sequence[Any] | None = None) -> list[MediaItem]:
+                     cache_keys: Sequence[Any] | None = None, max_tokens: int | None = None) -> list[MediaItem]:
         """Load, featurize, encode and project media items of one modality -> per item (n_tokens, D) + grid.
 
         Features come in bounded pieces (:meth:`Encoder.featurize_batches`), so memory holds one piece plus the
         tokens; rows of one item (30 s windows of a long recording) are concatenated in order keeping only
         valid tokens. ``progress(done_rows, total_rows_or_0)`` is called after each piece. With an
         :attr:`encoder_cache` set and a frozen encoder, items whose ``cache_keys`` entry (see
-        :meth:`EncoderCache.key`) is cached skip the encoder; only the projector runs on them.
+        :meth:`EncoderCache.key`) is cached skip the encoder; only the projector runs on them. With
+        ``max_tokens``, a windowed recording whose first full window shows it will need more tokens than that
+        is refused (:class:`LyraError`) before the remaining windows are encoded.
         """
         encoder: Encoder = self.encoders[modality.value]
         projector: Projector = self.projector(modality)
@@ -197,6 +199,7 @@ class Lyra(nn.Module):
                         grids[i] = out.grids[0]
         fresh: dict[int, list[EncodedRow]] = {}
         total = _expected_rows(encoder, [loaded[i] for i in todo])
+        rows_of = {i: _expected_rows(encoder, [loaded[i]]) for i in todo} if max_tokens is not None else {}
         done = 0
         for feats in encoder.featurize_batches([loaded[i] for i in todo]) if todo else ():
             if p is not None:
@@ -213,6 +216,10 @@ class Lyra(nn.Module):
                         encoded.embeddings[row], encoded.mask[row],
                         encoded.grids[row] if encoded.grids is not None else None))
             done += len(feats.row_item)
+            for item in {todo[sub] for sub in feats.row_item}:
+                if rows_of.get(item, 0) > 1:  # its first row is a full window: a lower bound on its tokens
+                    _check_token_budget(modality, encoder, loaded[item], rows_of[item],
+                                        int(per_item[item][0].shape[0]), max_tokens)
             if progress is not None:
                 progress(done, total)
         if cache is not None:
@@ -246,12 +253,14 @@ class Lyra(nn.Module):
         return route_for_batch(routes)
 
     def prepare(self, prompts: Sequence[Prompt | str], padding_side: str = "left",
-                progress: Callable[[str, int, int], None] | None = None, route: str | None = "auto") -> FusedBatch:
+                progress: Callable[[str, int, int], None] | None = None, route: str | None = "auto",
+                max_media_tokens: int | None = None) -> FusedBatch:
         """Check prompts against their media, load it, pick the LoRA route, encode media per modality, and fuse.
 
         ``route`` = ``"auto"`` asks the router (MLoRA); a route name or None (adapters off) forces it; the chosen
         route stays active for the forward / generation that follows. ``progress(modality, done, total)``
-        reports media encoding (total 0 = unknown).
+        reports media encoding (total 0 = unknown). ``max_media_tokens`` refuses, early, a long recording that
+        cannot fit (see :meth:`encode_media`).
         """
         prompts = [Prompt(p) if isinstance(p, str) else p for p in prompts]
         if not prompts:
@@ -269,7 +278,8 @@ class Lyra(nn.Module):
             report = (lambda d, t, m=m: progress(m.value, d, t)) if progress is not None else None
             keys = ([EncoderCache.key(m.value, refs[b][m][k]) for b, k in owners]
                     if self.encoder_cache is not None else None)
-            items = self.encode_media(m, [media[b][m][k] for b, k in owners], progress=report, cache_keys=keys)
+            items = self.encode_media(m, [media[b][m][k] for b, k in owners], progress=report, cache_keys=keys,
+                                      max_tokens=max_media_tokens)
             for (b, _), item in zip(owners, items, strict=True):
                 encoded[b].setdefault(m, []).append(item)
         segments = []
@@ -317,8 +327,9 @@ class Lyra(nn.Module):
         if isinstance(prompts, (str, Prompt)):
             prompts = [prompts]
         opts = self._options(options, overrides)
-        batch = self.prepare(prompts, padding_side="left", progress=progress, route=route)
         limit = self.llm.max_context
+        budget = limit - opts.max_new_tokens if limit is not None else None
+        batch = self.prepare(prompts, padding_side="left", progress=progress, route=route, max_media_tokens=budget)
         if limit is not None and batch.inputs_embeds.shape[1] + opts.max_new_tokens > limit:
             media = sum(int(sp.length) for row in batch.spans for sp in row)
             raise LyraError(f"the prompt is {batch.inputs_embeds.shape[1]} tokens ({media} of them media) plus up to "
@@ -568,3 +579,15 @@ def _warn_wordless_speech(refs: Sequence[Mapping[Modality, Sequence[Any]]],
             if problem is not None:
                 name = item if isinstance(item, (str, os.PathLike)) else "a speech input"
                 log.warning("%s %s: the model hears no words, so the answer is not about anything said", name, problem)
+
+
+def _check_token_budget(modality: Modality, encoder: Encoder, samples: Any, rows: int, per_row: int,
+                        max_tokens: int | None) -> None:
+    """Refuse a windowed recording whose full windows alone need more than ``max_tokens`` tokens."""
+    at_least = per_row * (rows - 1) + 1
+    if max_tokens is None or at_least <= max_tokens:
+        return
+    minutes = len(samples) / 16000 / 60
+    raise LyraError(f"a {minutes:.1f} min {modality.value} input needs at least {at_least} tokens ({rows} windows of "
+                    f"{encoder.window_seconds:g} s, {per_row} tokens each), more than the {max_tokens} the LLM's "
+                    "context leaves after the answer: shorten the audio or use a model with a longer context")

@@ -57,6 +57,20 @@ def test_progress_reports_every_window(model):
     assert calls == [(4, 8), (8, 8)]
 
 
+def test_a_recording_too_long_for_the_context_is_refused_after_its_first_piece(model):
+    from lyra_sdk import LyraError
+
+    audio = np.zeros(16000 * 30 * 12, dtype=np.float32)  # 12 windows = 3 pieces of 4
+    calls = []
+    with torch.no_grad(), pytest.raises(LyraError, match=r"6.0 min speech input needs at least 3301 tokens "
+                                                         r"\(12 windows of 30 s, 300 tokens each\), more than the 3000"):
+        model.encode_media(Modality.SPEECH, [audio], progress=lambda d, t: calls.append(d), max_tokens=3000)
+    assert calls == []  # refused before the rest was encoded
+    with torch.no_grad():
+        (emb, _), = model.encode_media(Modality.SPEECH, [audio], max_tokens=3600)  # fits: nothing refused
+    assert emb.shape[0] == 3600
+
+
 def test_estimate_two_hours(model):
     est = estimate_speech(model, 7200)
     assert est.windows == 240 and est.speech_tokens == 72_000

@@ -89,6 +89,28 @@ def test_resume_is_exact(data_dir, tmp_path):
     assert records("b") == records("a")  # each step logged once, with the uninterrupted run's values
 
 
+def test_lr_multipliers_scale_their_groups(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path / "m", optim__max_steps=2, optim__warmup_steps=0, optim__min_lr_ratio=1.0,
+               optim__lr_multipliers={"projectors.speech": 0.25, "llm.model.model.layers.0": 2.0})
+    trainer = Trainer(cfg, tmp_path / "m")
+    by_lr = {round(g["lr"], 9): sum(p.numel() for p in g["params"]) for g in trainer.optimizer.param_groups}
+    proj = sum(p.numel() for p in trainer.lyra.projectors["speech"].parameters())
+    layer0 = sum(p.numel() for p in trainer.lyra.llm.model.model.layers[0].parameters())
+    assert by_lr[0.00075] == proj and by_lr[0.006] == layer0
+    assert sum(by_lr.values()) == sum(p.numel() for p in trainer.params)
+    before = {n: p.detach().clone() for n, p in trainer.lyra.named_parameters() if p.requires_grad}
+    trainer.train()
+    log = [json.loads(x) for x in (tmp_path / "m" / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in log if "lr" in r] == pytest.approx([3e-3, 3e-3])  # the base rate, not a group's
+    moved = {n: float((p.detach() - before[n]).abs().max()) for n, p in trainer.lyra.named_parameters() if n in before}
+    assert all(v > 0 for v in moved.values())
+    with pytest.raises(ConfigError, match=r"optim.lr_multipliers.encoders.speech: matches no trainable parameter.*"
+                                          r"projectors.speech"):
+        Trainer(_cfg(data_dir, tmp_path / "x", optim__lr_multipliers={"encoders.speech": 0.1}), tmp_path / "x")
+    with pytest.raises(ConfigError, match="lr multiplier"):
+        _cfg(data_dir, tmp_path / "x", optim__lr_multipliers={"llm": 0})
+
+
 def test_errors_before_any_step(data_dir, tmp_path):
     with pytest.raises(ConfigError, match="trains nothing"):
         Trainer(_cfg(data_dir, tmp_path / "r", model_overrides=[]), tmp_path / "r")

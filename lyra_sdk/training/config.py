@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from ..config import _msg, apply_override
 from ..errors import ConfigError
@@ -54,6 +54,18 @@ class OptimSection(_Strict):
     batch_size: int = Field(4, gt=0, description="samples per device per micro-batch")
     grad_accum: int = Field(1, gt=0)
     clip_grad_norm: float | None = Field(1.0, gt=0)
+    lr_multipliers: dict[str, float] = Field(
+        default_factory=dict,
+        description="learning-rate factor per parameter-name prefix, e.g. {'encoders.speech': 0.1} to fine-tune an "
+                    "encoder gently beside a projector; the longest matching prefix wins, others get 1")
+
+    @field_validator("lr_multipliers")
+    @classmethod
+    def _positive_multipliers(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, v in value.items() if not v > 0 or not k.strip()]
+        if bad:
+            raise ValueError(f"each lr multiplier needs a non-empty prefix and a value > 0 (not: {', '.join(bad)})")
+        return value
 
 
 class LossSection(_Strict):

@@ -211,7 +211,7 @@ class Trainer:
             self.lyra.llm.model.gradient_checkpointing_enable()
         self.step_module = dist_utils.wrap(StepModule(self.lyra, cfg, self.route), self.ctx, cfg.run.strategy)
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(o.warmup_steps, o.max_steps,
                                                                                      o.min_lr_ratio))
         self.state = TrainState()
@@ -253,6 +253,29 @@ class Trainer:
         for path, spec, module in lyra.component_specs():
             if spec.trainable == "full" and path != "llm" and not any(path == f"projectors.{m.value}" for m in owned):
                 module.requires_grad_(True)
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters grouped by ``optim.lr_multipliers`` (longest matching name prefix wins)."""
+        o = self.cfg.optim
+        named = [(n, p) for n, p in self.lyra.named_parameters() if p.requires_grad]
+        prefixes = sorted(o.lr_multipliers, key=len, reverse=True)
+        groups: dict[str | None, list[Tensor]] = {}
+        for name, param in named:
+            key = next((k for k in prefixes if name == k or name.startswith(k.rstrip(".") + ".")), None)
+            groups.setdefault(key, []).append(param)
+        unused = [k for k in o.lr_multipliers if k not in groups]
+        if unused:
+            have = sorted({".".join(n.split(".")[:2]) for n, _ in named})
+            raise ConfigError([(f"optim.lr_multipliers.{k}", "matches no trainable parameter; trainable ones start "
+                                f"with: {', '.join(have)}") for k in unused])
+        out = []
+        self._lr0_factor = o.lr_multipliers.get(next(iter(groups)), 1.0) if groups else 1.0  # "lr" logs the base rate
+        for key, params in groups.items():
+            factor = o.lr_multipliers[key] if key is not None else 1.0
+            out.append({"params": params, "lr": o.lr * factor})
+            if key is not None:
+                log.info("lr x%g for %d tensor(s) under %s", factor, len(params), key)
+        return out
 
     def _check_losses(self) -> None:
         lc = self.cfg.loss
@@ -357,7 +380,8 @@ class Trainer:
             self.state.step += 1
             step = self.state.step
             if step % cfg.run.log_every == 0 or step == o.max_steps:
-                self._emit({"step": step, "epoch": self.state.epoch, "lr": self.scheduler.get_last_lr()[0],
+                base_lr = self.scheduler.get_last_lr()[0] / self._lr0_factor
+                self._emit({"step": step, "epoch": self.state.epoch, "lr": base_lr,
                             **agg, **({"grad_norm": grad_norm} if grad_norm is not None else {}),
                             "elapsed_s": round(time.time() - t0, 3)})
             if cfg.run.eval_every and step % cfg.run.eval_every == 0 and step < o.max_steps:

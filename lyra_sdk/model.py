@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .config import ComponentSpec, GenerationOptions, LyraConfig
 from .encoder_cache import EncodedRow, EncoderCache
-from .errors import CheckpointError, ConfigError, LyraError
+from .errors import CheckpointError, ConfigError, LyraError, MediaError
 from .fusion import FusedBatch, MediaItem, fuse
 from .generation import generate_tokens
 from .interfaces import (ComponentKind, Encoder, LatentExtractor, LLMBackbone, LLMOutput, LoraRouter,
@@ -24,7 +24,7 @@ from .mechanisms.lora import AdapterSet, route_for_batch
 from .media.load import load_media
 from .paths import asset_root
 from .weights import read_json_config
-from .prompt import DEFAULT_SYSTEM, Prompt, build_segments, check_prompt
+from .prompt import DEFAULT_SYSTEM, PLACEHOLDER_RE, Prompt, build_segments, check_prompt
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +198,8 @@ class Lyra(nn.Module):
                     if out.grids is not None:
                         grids[i] = out.grids[0]
         fresh: dict[int, list[EncodedRow]] = {}
-        total = _expected_rows(encoder, [loaded[i] for i in todo])
-        rows_of = {i: _expected_rows(encoder, [loaded[i]]) for i in todo} if max_tokens is not None else {}
+        rows_of = {i: _expected_rows(encoder, [loaded[i]]) for i in todo}
+        total = sum(rows_of.values())
         done = 0
         for feats in encoder.featurize_batches([loaded[i] for i in todo]) if todo else ():
             if p is not None:
@@ -217,7 +217,7 @@ class Lyra(nn.Module):
                         encoded.grids[row] if encoded.grids is not None else None))
             done += len(feats.row_item)
             for item in {todo[sub] for sub in feats.row_item}:
-                if rows_of.get(item, 0) > 1:  # its first row is a full window: a lower bound on its tokens
+                if max_tokens is not None and rows_of[item] > 1:  # first row = a full window: a lower bound
                     _check_token_budget(modality, encoder, loaded[item], rows_of[item],
                                         int(per_item[item][0].shape[0]), max_tokens)
             if progress is not None:
@@ -254,20 +254,22 @@ class Lyra(nn.Module):
 
     def prepare(self, prompts: Sequence[Prompt | str], padding_side: str = "left",
                 progress: Callable[[str, int, int], None] | None = None, route: str | None = "auto",
-                max_media_tokens: int | None = None) -> FusedBatch:
+                max_media_tokens: int | None = None, refuse_wordless_speech: bool = False) -> FusedBatch:
         """Check prompts against their media, load it, pick the LoRA route, encode media per modality, and fuse.
 
         ``route`` = ``"auto"`` asks the router (MLoRA); a route name or None (adapters off) forces it; the chosen
         route stays active for the forward / generation that follows. ``progress(modality, done, total)``
         reports media encoding (total 0 = unknown). ``max_media_tokens`` refuses, early, a long recording that
-        cannot fit (see :meth:`encode_media`).
+        cannot fit (see :meth:`encode_media`). Speech that is silent or too short to hold a word is logged as a
+        warning; with ``refuse_wordless_speech`` (generation) a prompt whose whole instruction is such speech (no
+        text, no other media) is refused with a :class:`MediaError` before anything is encoded.
         """
         prompts = [Prompt(p) if isinstance(p, str) else p for p in prompts]
         if not prompts:
             raise LyraError("no prompts given")
         refs = [check_prompt(p, self.modalities, i) for i, p in enumerate(prompts)]
         media = [{m: [self.load_media(m, it) for it in items] for m, items in md.items()} for md in refs]
-        _warn_wordless_speech(refs, media)
+        _check_wordless_speech(prompts, refs, media, refuse=refuse_wordless_speech)
         if self.lora is not None:
             self.lora.activate(self.route_for(media) if route == "auto" else route)
         encoded: list[dict[Modality, list[MediaItem]]] = [{} for _ in prompts]
@@ -329,7 +331,8 @@ class Lyra(nn.Module):
         opts = self._options(options, overrides)
         limit = self.llm.max_context
         budget = limit - opts.max_new_tokens if limit is not None else None
-        batch = self.prepare(prompts, padding_side="left", progress=progress, route=route, max_media_tokens=budget)
+        batch = self.prepare(prompts, padding_side="left", progress=progress, route=route, max_media_tokens=budget,
+                             refuse_wordless_speech=True)
         if limit is not None and batch.inputs_embeds.shape[1] + opts.max_new_tokens > limit:
             media = sum(int(sp.length) for row in batch.spans for sp in row)
             raise LyraError(f"the prompt is {batch.inputs_embeds.shape[1]} tokens ({media} of them media) plus up to "
@@ -568,17 +571,29 @@ def _spec_at(cfg: LyraConfig, path: str) -> ComponentSpec:
     return getattr(cfg, head)[Modality(tail)]
 
 
-def _warn_wordless_speech(refs: Sequence[Mapping[Modality, Sequence[Any]]],
-                          media: Sequence[Mapping[Modality, Sequence[Any]]]) -> None:
-    """Log a warning for each loaded speech item that is silent or too short to hold a word."""
+def _check_wordless_speech(prompts: Sequence[Prompt], refs: Sequence[Mapping[Modality, Sequence[Any]]],
+                           media: Sequence[Mapping[Modality, Sequence[Any]]], refuse: bool) -> None:
+    """Warn about each loaded speech item that is silent or too short to hold a word; with ``refuse``, raise
+    :class:`MediaError` for a prompt whose only instruction is such speech (no text, no other media)."""
     from .media.audio import speech_problem
 
-    for ref, loaded in zip(refs, media, strict=True):
-        for item, samples in zip(ref.get(Modality.SPEECH, []), loaded.get(Modality.SPEECH, []), strict=True):
+    for prompt, ref, loaded in zip(prompts, refs, media, strict=True):
+        speech = ref.get(Modality.SPEECH, [])
+        problems = []
+        for item, samples in zip(speech, loaded.get(Modality.SPEECH, []), strict=True):
             problem = speech_problem(samples) if isinstance(samples, np.ndarray) else None
             if problem is not None:
                 name = item if isinstance(item, (str, os.PathLike)) else "a speech input"
-                log.warning("%s %s: the model hears no words, so the answer is not about anything said", name, problem)
+                problems.append(f"{name} {problem}")
+        if not problems:
+            continue
+        spoken_only = not PLACEHOLDER_RE.sub("", prompt.text).strip() and {m for m, v in ref.items() if v} == {
+            Modality.SPEECH}
+        if refuse and spoken_only and len(problems) == len(speech):
+            raise MediaError(f"{'; '.join(problems)}: there is no spoken question to answer (add a typed "
+                             "instruction, e.g. lyra run --prompt, to ask about the audio anyway)")
+        for problem in problems:
+            log.warning("%s: the model hears no words, so the answer is not about anything said", problem)
 
 
 def _check_token_budget(modality: Modality, encoder: Encoder, samples: Any, rows: int, per_row: int,
@@ -587,7 +602,9 @@ def _check_token_budget(modality: Modality, encoder: Encoder, samples: Any, rows
     at_least = per_row * (rows - 1) + 1
     if max_tokens is None or at_least <= max_tokens:
         return
-    minutes = len(samples) / 16000 / 60
+    from .media.audio import SAMPLE_RATE
+
+    minutes = len(samples) / SAMPLE_RATE / 60
     raise LyraError(f"a {minutes:.1f} min {modality.value} input needs at least {at_least} tokens ({rows} windows of "
                     f"{encoder.window_seconds:g} s, {per_row} tokens each), more than the {max_tokens} the LLM's "
                     "context leaves after the answer: shorten the audio or use a model with a longer context")

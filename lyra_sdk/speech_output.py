@@ -48,7 +48,7 @@ def _check(model: Any) -> None:
 
 def _steps(model: Any, prompt: Any, options: GenerationOptions) -> Iterator[tuple[int, Tensor]]:
     """(token id, hidden (D,)) for each answer token of a single prompt (stop tokens excluded)."""
-    batch = model.prepare([prompt], padding_side="left")
+    batch = model.prepare([prompt], padding_side="left", refuse_wordless_speech=True)
     for step in iter_tokens(model.llm, batch.inputs_embeds, batch.attention_mask, model.position_ids(batch),
                             options, with_hidden=True, media_mask=batch.media_mask, extractor=model.extractor):
         if bool(step.active[0]) and not bool(step.stopped[0]):

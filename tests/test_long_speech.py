@@ -71,6 +71,20 @@ def test_a_recording_too_long_for_the_context_is_refused_after_its_first_piece(m
     assert emb.shape[0] == 3600
 
 
+def test_wordless_speech_only_warns_in_prepare_but_is_refused_as_an_instruction(model, caplog):
+    from lyra_sdk import MediaError
+    from lyra_sdk.prompt import Prompt
+
+    silent = Prompt("<speech>", {"speech": [np.zeros(16000, dtype=np.float32)]})
+    with torch.no_grad():
+        model.prepare([silent])  # training-style use: a warning, no error
+    assert any("a speech input is silent" in r.getMessage() for r in caplog.records)
+    with pytest.raises(MediaError, match="no spoken question to answer"):
+        model.generate([silent], max_new_tokens=1)
+    asked = Prompt("<speech> Is anyone talking?", {"speech": [np.zeros(16000, dtype=np.float32)]})
+    assert len(model.generate([asked], max_new_tokens=1)) == 1
+
+
 def test_estimate_two_hours(model):
     est = estimate_speech(model, 7200)
     assert est.windows == 240 and est.speech_tokens == 72_000

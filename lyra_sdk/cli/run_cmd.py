@@ -53,8 +53,6 @@ def run(
     if not (prompt or "").strip() and not any(media.values()):
         what = "the prompt is empty" if prompt is not None else "nothing to answer"
         raise LyraError(f"{what}: give --prompt and/or media (--speech, --image, --video, --sound)")
-    if prompt is None and speech and not (image or video or sound):
-        _check_spoken_instruction(speech)
     text = prompt or ""
     counts = count_placeholders(text)
     lead = [m.placeholder for m, items in media.items() for _ in items if counts.get(m, 0) == 0]
@@ -80,19 +78,6 @@ def run(
     if not answer.strip():
         err.print("[yellow]note:[/] the model's answer is empty (it ended its turn at once)")
     typer.echo(answer)
-
-
-def _check_spoken_instruction(files: list[Path]) -> None:
-    """Refuse speech that is the whole instruction when no file can hold a spoken question (all silent or
-    too short); the model would answer something unrelated."""
-    from ..errors import MediaError
-    from ..media.audio import load_audio, speech_problem
-
-    loaded = {f: load_audio(f) for f in files}
-    problems = [f"{f} {speech_problem(x)}" for f, x in loaded.items() if speech_problem(x)]
-    if len(problems) == len(files):
-        raise MediaError(f"{'; '.join(problems)}: there is no spoken question to answer "
-                         "(add --prompt to ask about the audio anyway)")
 
 
 def _speak(lyra, prompt, out: Path, stream: bool, gen: dict) -> None:

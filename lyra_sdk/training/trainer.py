@@ -1,7 +1,8 @@
 """The training loop: one mechanism for every stage; what trains comes from the config.
 
 Loss = ce_weight * CE (answer tokens only) + lcmr_weight * LCMR (samples with a transcript) + ctc_weight * CTC
-(samples with target units); with LCMR alone no LLM forward runs (it reads only the LLM's input embeddings).
+(samples with target units) + asr_ctc_weight * ASR-CTC (speech tokens over the vocabulary to the transcript); with
+only LCMR and ASR-CTC no LLM forward runs (they read only the LLM's input embeddings).
 AdamW, warmup + cosine, gradient accumulation and clipping, bf16 autocast where supported, optional gradient
 checkpointing, periodic evaluation, JSONL logs, atomic checkpoints with exact
 resume, and the same code under ``torchrun`` (DDP; FSDP on CUDA for models larger than one device).
@@ -44,6 +45,7 @@ class StepModule(nn.Module):
         self.lyra = lyra
         self.cfg = cfg
         self.route = route
+        self.asr_ctc_candidates: Tensor | None = None  # set by the Trainer from its training transcripts
 
     def forward(self, samples: Sequence[Sample], label_tokens_global: int, world: int) -> tuple[Tensor, dict[str, Tensor]]:
         """Total loss and its terms. CE is a sum over answer tokens / all answer tokens of the global batch x world,
@@ -52,9 +54,8 @@ class StepModule(nn.Module):
         batch = lyra.prepare([s.prompt for s in samples], padding_side="right", route=self.route)
         terms: dict[str, Tensor] = {}
         total = batch.inputs_embeds.sum() * 0.0
-        if lc.ce_weight == lc.ctc_weight == 0:  # LCMR alone reads only the LLM's input embeddings: no forward
-            terms["lcmr"] = self._lcmr(batch, samples)
-            return total + lc.lcmr_weight * terms["lcmr"], terms
+        if lc.ce_weight == lc.ctc_weight == 0:  # LCMR / ASR-CTC read only the LLM's input embeddings: no forward
+            return self._embedding_losses(total, terms, batch, samples)
         if lyra.extractor is not None and getattr(lyra.extractor, "enabled", True) and bool(batch.media_mask.any()):
             out, batch = _extracting_forward(lyra, batch)  # LMME in training: pruned tokens leave labels too
         else:
@@ -69,23 +70,51 @@ class StepModule(nn.Module):
             ce = ce_sum * world / max(1, label_tokens_global)
             terms["ce"] = ce
             total = total + lc.ce_weight * ce
-        if lc.lcmr_weight > 0:
-            terms["lcmr"] = self._lcmr(batch, samples)
-            total = total + lc.lcmr_weight * terms["lcmr"]
         if lc.ctc_weight > 0:
             terms["ctc"] = self._ctc(batch, out.hidden_states, samples)
             total = total + lc.ctc_weight * terms["ctc"]
+        return self._embedding_losses(total, terms, batch, samples)
+
+    def _embedding_losses(self, total: Tensor, terms: dict[str, Tensor], batch: Any,
+                          samples: Sequence[Sample]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Add the terms that compare speech tokens with the transcript's embeddings (LCMR, ASR-CTC)."""
+        lc = self.cfg.loss
+        if lc.lcmr_weight == lc.asr_ctc_weight == 0:
+            return total, terms
+        speech = _speech_rows(batch)
+        ids = [self.lyra.llm.tokenizer.encode(s.transcript) if s.transcript else [] for s in samples]
+        if lc.lcmr_weight > 0:
+            terms["lcmr"] = self._lcmr(speech, ids, batch.inputs_embeds.device)
+            total = total + lc.lcmr_weight * terms["lcmr"]
+        if lc.asr_ctc_weight > 0:
+            from ..mechanisms.vocab_ctc import vocab_ctc_loss
+
+            sp, sp_mask = _pad(speech, batch.inputs_embeds.device)
+            terms["asr_ctc"] = vocab_ctc_loss(sp, sp_mask, self.lyra.llm.input_embeddings().detach(), ids,
+                                              lc.asr_ctc_temperature, lc.asr_ctc_blank,
+                                              candidates=self._candidates(ids))
+            total = total + lc.asr_ctc_weight * terms["asr_ctc"]
         return total, terms
 
-    def _lcmr(self, batch: Any, samples: Sequence[Sample]) -> Tensor:
+    def _candidates(self, ids: Sequence[Sequence[int]]) -> Tensor | None:
+        """ASR-CTC's candidate word pieces: the training transcripts' and this batch's (an eval batch may hold
+        others), plus ``asr_ctc_negatives`` random ones (a fixed draw when evaluating)."""
+        lc = self.cfg.loss
+        if lc.asr_ctc_candidates == "vocabulary":
+            return None
+        parts = [torch.tensor(sorted({v for t in ids for v in t}), dtype=torch.long)]
+        if self.asr_ctc_candidates is not None:
+            parts.append(self.asr_ctc_candidates)
+        if lc.asr_ctc_negatives:
+            gen = None if self.lyra.training else torch.Generator().manual_seed(0)
+            vocab = self.lyra.llm.input_embeddings().shape[0]
+            parts.append(torch.randint(0, vocab, (lc.asr_ctc_negatives,), generator=gen))
+        return torch.unique(torch.cat(parts))
+
+    def _lcmr(self, speech: Sequence[Tensor], ids: Sequence[Sequence[int]], dev: torch.device) -> Tensor:
         from ..mechanisms.lcmr import lcmr_loss
 
         lyra, lc = self.lyra, self.cfg.loss
-        speech = [torch.cat([batch.inputs_embeds[b, s.start : s.start + s.length] for s in spans
-                             if s.modality is Modality.SPEECH] or [batch.inputs_embeds[b, :0]])
-                  for b, spans in enumerate(batch.spans)]
-        ids = [lyra.llm.tokenizer.encode(s.transcript) if s.transcript else [] for s in samples]
-        dev = batch.inputs_embeds.device
         sp, sp_mask = _pad(speech, dev)
         text_ids, text_mask = _pad_ids(ids, lyra.llm.tokenizer.pad_token_id, dev)
         text = lyra.llm.embed_tokens(text_ids).detach()
@@ -109,6 +138,13 @@ class StepModule(nn.Module):
             return hidden.sum() * 0.0
         h, mask = _pad(rows, hidden.device)
         return dec.loss(h, mask, targets)
+
+
+def _speech_rows(batch: Any) -> list[Tensor]:
+    """Each sample's speech tokens (all its speech spans, in order) from a fused batch: B tensors (n_b, D)."""
+    return [torch.cat([batch.inputs_embeds[b, s.start : s.start + s.length] for s in spans
+                       if s.modality is Modality.SPEECH] or [batch.inputs_embeds[b, :0]])
+            for b, spans in enumerate(batch.spans)]
 
 
 def _extracting_forward(lyra: Any, batch: Any) -> tuple[Any, Any]:
@@ -209,7 +245,8 @@ class Trainer:
         self.lyra.to(self.device)
         if cfg.run.gradient_checkpointing and hasattr(getattr(self.lyra.llm, "model", None), "gradient_checkpointing_enable"):
             self.lyra.llm.model.gradient_checkpointing_enable()
-        self.step_module = dist_utils.wrap(StepModule(self.lyra, cfg, self.route), self.ctx, cfg.run.strategy)
+        self.asr_ctc_candidates = self._transcript_ids() if cfg.loss.asr_ctc_weight > 0 else None
+        self.step_module = dist_utils.wrap(self._step_module(), self.ctx, cfg.run.strategy)
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(o.warmup_steps, o.max_steps,
@@ -277,21 +314,34 @@ class Trainer:
                 log.info("lr x%g for %d tensor(s) under %s", factor, len(params), key)
         return out
 
+    def _step_module(self) -> StepModule:
+        module = StepModule(self.lyra, self.cfg, self.route)
+        module.asr_ctc_candidates = self.asr_ctc_candidates
+        return module
+
+    def _transcript_ids(self) -> Tensor:
+        """Every word piece of the training transcripts (ASR-CTC's candidates), sorted."""
+        tok = self.lyra.llm.tokenizer
+        return torch.tensor(sorted({v for s in self.train_set if s.transcript for v in tok.encode(s.transcript)}),
+                            dtype=torch.long)
+
     def _check_losses(self) -> None:
         lc = self.cfg.loss
         if lc.ctc_weight > 0 and self.lyra.speech_decoder is None:
             raise ConfigError([("loss.ctc_weight", "CTC loss asked for, but the model has no speech_decoder")])
-        if lc.ce_weight == lc.lcmr_weight == lc.ctc_weight == 0:
+        if lc.ce_weight == lc.lcmr_weight == lc.ctc_weight == lc.asr_ctc_weight == 0:
             raise ConfigError([("loss", "every loss weight is 0: nothing to train on")])
         if lc.ce_weight == lc.ctc_weight == 0 and any(p.requires_grad for p in self.lyra.llm.parameters()):
-            raise ConfigError([("loss", "LCMR alone (ce_weight and ctc_weight 0) runs no LLM forward, so the LLM's "
-                                "trainable weights (LoRA or full) would get no gradient: train only encoders and "
+            raise ConfigError([("loss", "LCMR / ASR-CTC alone (ce_weight and ctc_weight 0) run no LLM forward, so "
+                                "the LLM's trainable weights (LoRA or full) would get no gradient: train only encoders and "
                                 "projectors with it, or give CE a weight")])
 
     def _check_data(self) -> None:
         lc = self.cfg.loss
         if lc.lcmr_weight > 0 and not any(s.transcript for s in self.train_set):
             raise ConfigError([("loss.lcmr_weight", "LCMR asked for, but no training record has speech_asr")])
+        if lc.asr_ctc_weight > 0 and not any(s.transcript for s in self.train_set):
+            raise ConfigError([("loss.asr_ctc_weight", "ASR-CTC asked for, but no training record has speech_asr")])
         if lc.ctc_weight > 0 and not any(s.units for s in self.train_set):
             raise ConfigError([("loss.ctc_weight", "CTC asked for, but no training record has tgt_unit")])
         for s in self.train_set[:1] + self.eval_set[:1]:
@@ -328,7 +378,7 @@ class Trainer:
         sums: dict[str, float] = {}
         bs = self.cfg.optim.batch_size
         batches = [self.eval_set[i : i + bs] for i in range(0, len(self.eval_set), bs)]
-        module = StepModule(self.lyra, self.cfg, self.route)
+        module = self._step_module()
         for chunk in batches:
             with self.autocast:
                 loss, terms = module(chunk, answer_tokens(self.lyra, chunk), 1)

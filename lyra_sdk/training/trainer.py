@@ -333,8 +333,8 @@ class Trainer:
             raise ConfigError([("loss", "every loss weight is 0: nothing to train on")])
         if lc.ce_weight == lc.ctc_weight == 0 and any(p.requires_grad for p in self.lyra.llm.parameters()):
             raise ConfigError([("loss", "LCMR / ASR-CTC alone (ce_weight and ctc_weight 0) run no LLM forward, so "
-                                "the LLM's trainable weights (LoRA or full) would get no gradient: train only encoders and "
-                                "projectors with it, or give CE a weight")])
+                                "the LLM's trainable weights (LoRA or full) would get no gradient: train only "
+                                "encoders and projectors with it, or give CE a weight")])
 
     def _check_data(self) -> None:
         lc = self.cfg.loss

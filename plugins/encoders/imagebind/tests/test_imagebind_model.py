@@ -192,8 +192,10 @@ def test_golden_fixture():
     feats = enc.featurize([wave])
     if meta["fbank_source"].startswith("reference"):  # torchaudio's fbank via the reference data.py
         torch.testing.assert_close(feats.tensors["fbank"], io["fbank"], atol=1e-5, rtol=0)
-    else:  # written with --model-only: the spectrograms came from lyra_imagebind itself
-        torch.testing.assert_close(feats.tensors["fbank"], io["fbank"], atol=0, rtol=0)
+    else:  # written with --model-only: the spectrograms came from lyra_imagebind itself. Bit-equal on the CPU that
+        # wrote them, but the FFT's float32 rounding depends on the CPU's vector code path (6.4e-6 seen on another
+        # machine, values of magnitude ~10), so the same 1e-5 as above
+        torch.testing.assert_close(feats.tensors["fbank"], io["fbank"], atol=1e-5, rtol=0)
     with torch.no_grad():
         torch.testing.assert_close(enc(feats).embeddings, io["tokens"], atol=1e-5, rtol=0)
         torch.testing.assert_close(enc.model(io["fbank"]), io["clip_embeddings"], atol=1e-5, rtol=0)

@@ -117,51 +117,52 @@ class AsrResult:
 def evaluate_asr(model: Any, records: Sequence[EvalRecord], batch_size: int = 8, max_new_tokens: int = 64,
                  progress: Progress | None = None) -> AsrResult:
     """Transcribe each record with its own prompt and score against ``speech_asr`` (normalised WER)."""
-    try:
-        import jiwer
-    except ImportError:
-        raise LyraError("WER needs jiwer: pip install jiwer") from None
     prompts = [Prompt(r.prompt, {"speech": [r.speech]}) for r in records]
     hyps = _batched(model, prompts, batch_size, "auto", max_new_tokens, progress)
-    refs = [normalize_text(r.transcript) for r in records]
-    norm = [normalize_text(h) for h in hyps]
-    wer = float(jiwer.wer(refs, [h if h else "<empty>" for h in norm]))
+    wer = corpus_wer([r.transcript for r in records], hyps)
     rows = [{"id": r.id, "reference": r.transcript, "hypothesis": h} for r, h in zip(records, hyps, strict=True)]
     return AsrResult(wer, len(records), rows)
 
 
-@torch.no_grad()
-def evaluate_readout(model: Any, records: Sequence[EvalRecord], route: str | None = None, temperature: float = 0.06,
-                     blank_logit: float | None = None, progress: Progress | None = None) -> AsrResult:
-    """WER of the projector's greedy CTC read-out over the LLM vocabulary (no LLM forward) against
-    ``speech_asr``. ``route`` picks a LoRA route's projector copy (None = the base projector)."""
+def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Corpus-level WER (jiwer) after :func:`normalize_text`; an empty hypothesis counts as all deletions."""
     try:
         import jiwer
     except ImportError:
         raise LyraError("WER needs jiwer: pip install jiwer") from None
+    refs = [normalize_text(r) for r in references]
+    hyps = [normalize_text(h) or "<empty>" for h in hypotheses]
+    return float(jiwer.wer(refs, hyps))
+
+
+@torch.no_grad()
+def evaluate_readout(model: Any, records: Sequence[EvalRecord], route: str | None = "auto",
+                     temperature: float = 0.06, blank_logit: float | None = None,
+                     progress: Progress | None = None) -> AsrResult:
+    """WER of the projector's greedy CTC read-out over the LLM vocabulary (no LLM forward) against
+    ``speech_asr``. ``route``: ``"auto"`` = the projector the router picks for each clip (as generation does),
+    a route name = that route's projector copy, None = the base projector."""
     from .interfaces import Modality
     from .mechanisms.vocab_ctc import vocab_ctc_decode
 
     if Modality.SPEECH.value not in model.encoders:
         raise LyraError("this model has no speech encoder: nothing to read out")
-    if model.lora is not None:
-        model.lora.activate(route)
-    elif route is not None:
+    if model.lora is None and route not in ("auto", None):
         raise LyraError(f"this model has no LoRA routes (asked for {route!r})")
     table = model.llm.input_embeddings()
     hyps = []
     for i, r in enumerate(records):
-        (tokens, _), = model.encode_media(Modality.SPEECH, [r.speech])
-        ids = vocab_ctc_decode(tokens[None], torch.ones(1, len(tokens), dtype=torch.bool, device=tokens.device),
-                               table, temperature, blank_logit)[0]
-        hyps.append(model.llm.tokenizer.decode(ids))
+        audio = model.load_media(Modality.SPEECH, r.speech)
+        if model.lora is not None:
+            model.lora.activate(model.route_for([{Modality.SPEECH: [audio]}]) if route == "auto" else route)
+        (tokens, _), = model.encode_media(Modality.SPEECH, [audio])
+        mask = torch.ones(1, len(tokens), dtype=torch.bool, device=tokens.device)
+        hyps.append(model.llm.tokenizer.decode(vocab_ctc_decode(tokens[None], mask, table, temperature,
+                                                                blank_logit)[0]))
         if progress is not None:
             progress(i + 1, len(records))
-    refs = [normalize_text(r.transcript) for r in records]
-    norm = [normalize_text(h) for h in hyps]
-    wer = float(jiwer.wer(refs, [h if h else "<empty>" for h in norm]))
     rows = [{"id": r.id, "reference": r.transcript, "readout": h} for r, h in zip(records, hyps, strict=True)]
-    return AsrResult(wer, len(records), rows)
+    return AsrResult(corpus_wer([r.transcript for r in records], hyps), len(records), rows)
 
 
 class SentenceJudge:

@@ -60,7 +60,7 @@ def evaluate(
             details["asr"] = res.rows
             if readout:
                 task = bar.add_task("projector read-out", total=len(asr_recs))
-                ro = evaluate_readout(lyra, asr_recs, route=_speech_route(lyra),
+                ro = evaluate_readout(lyra, asr_recs,
                                       progress=lambda d, t: bar.update(task, completed=d))
                 metrics["readout"] = {"file": str(asr), "n": ro.n, "wer": round(ro.wer, 4)}
                 details["readout"] = ro.rows
@@ -95,13 +95,3 @@ def evaluate(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps({"metrics": metrics, **details}, indent=1), encoding="utf-8")
 
-
-def _speech_route(lyra) -> str | None:
-    """The route a single spoken clip gets from the router (its projector copy is what speech goes through)."""
-    import numpy as np
-
-    from ..interfaces import Modality
-
-    if lyra.lora is None or lyra.router is None:
-        return None
-    return lyra.route_for([{Modality.SPEECH: [np.zeros(16000, dtype=np.float32)]}])

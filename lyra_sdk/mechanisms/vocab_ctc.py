@@ -35,6 +35,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .lcmr import _pack
+
 __all__ = ["VocabCTCInputError", "default_blank_logit", "vocab_ctc_decode", "vocab_ctc_logits", "vocab_ctc_loss"]
 
 
@@ -113,8 +115,8 @@ def vocab_ctc_loss(speech_tokens: Tensor, speech_mask: Tensor, vocab_embeds: Ten
     if blank_logit is None:
         blank_logit = default_blank_logit(V)
     if candidates is not None:
-        table, targets_of = _restrict(vocab_embeds, candidates, [ids[b] for b in range(B)])
-    x = _pack(speech_tokens[keep], speech_mask[keep])  # valid tokens first
+        table, targets_of = _restrict(vocab_embeds, candidates, ids)
+    x, _ = _pack(speech_tokens[keep], speech_mask[keep])  # valid tokens first, padding zeroed
     logits = vocab_ctc_logits(x, table, temperature, blank_logit)  # (N, L, C+1), blank last
     with torch.autocast(device_type=speech_tokens.device.type, enabled=False):
         log_probs = torch.log_softmax(logits, dim=-1).transpose(0, 1)  # (L, N, C+1)
@@ -159,11 +161,6 @@ def _restrict(vocab_embeds: Tensor, candidates: Tensor, ids: list[list[int]]) ->
 
 def _ctc_min_frames(ids: Sequence[int]) -> int:
     return len(ids) + sum(1 for a, b in zip(ids, ids[1:]) if a == b)
-
-
-def _pack(x: Tensor, mask: Tensor) -> Tensor:
-    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
-    return x.gather(1, order[:, :, None].expand_as(x))
 
 
 def _finite(name: str, value: float, positive: bool = False) -> float:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from .errors import ConfigError
 from .interfaces import ComponentKind, Modality
+from .mechanisms.ctc_compression import SpeechCompressionOptions
 from .mechanisms.lora import LoraOptions
 
 Trainability = Literal["frozen", "lora", "full"]
@@ -63,6 +64,8 @@ class LyraConfig(_Strict):
     vocoder: ComponentSpec | None = None
     lora: LoraOptions | None = Field(None, description="MLoRA: named LoRA adapters on the LLM and the router")
     extraction: ComponentSpec | None = Field(None, description="LMME: a latent extractor plugin (e.g. topk) and its options")
+    speech_compression: SpeechCompressionOptions | None = Field(
+        None, description="CTC compression of speech tokens before the LLM (needs an ASR-CTC-trained projector)")
     generation: GenerationOptions = Field(default_factory=GenerationOptions)
 
     _base_dir: Path | None = PrivateAttr(default=None)

@@ -28,7 +28,9 @@ class FusedBatch:
 
     ``inputs_embeds`` (B, L, D); ``attention_mask`` (B, L) long, 1 = real; ``input_ids`` (B, L) with the pad id
     at media and padding positions; ``modality_ids`` (B, L) (0 text, see :data:`MODALITY_IDS`); ``labels`` (B, L)
-    with -100 where no loss applies; ``spans[b]`` lists sample b's media in order.
+    with -100 where no loss applies; ``spans[b]`` lists sample b's media in order. ``raw_speech[b]``, set when
+    the model compresses speech (``speech_compression``), holds sample b's speech tokens before compression
+    (all its clips, in order), which training losses such as ASR-CTC read.
     """
 
     inputs_embeds: Tensor
@@ -37,6 +39,7 @@ class FusedBatch:
     modality_ids: Tensor
     labels: Tensor
     spans: list[list[MediaSpan]]
+    raw_speech: list[Tensor] | None = None
 
     @property
     def media_mask(self) -> Tensor:

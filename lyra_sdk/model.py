@@ -284,12 +284,38 @@ class Lyra(nn.Module):
                                       max_tokens=max_media_tokens)
             for (b, _), item in zip(owners, items, strict=True):
                 encoded[b].setdefault(m, []).append(item)
+        raw_speech = None
+        if self._compression is not None:
+            raw_speech = [torch.cat([t for t, _ in e[Modality.SPEECH]]) if e.get(Modality.SPEECH) else None
+                          for e in encoded]
+            for e in encoded:
+                if Modality.SPEECH in e:
+                    e[Modality.SPEECH] = [(self.compress_speech(t), g) for t, g in e[Modality.SPEECH]]
         segments = []
         for p in prompts:
             system = self.config.system_prompt if p.system is DEFAULT_SYSTEM else p.system
             segments.append(build_segments(self.llm, p, system))
-        return fuse(segments, encoded, self.llm.embed_tokens, self.llm.tokenizer.pad_token_id, padding_side,
-                    device=self.device)
+        batch = fuse(segments, encoded, self.llm.embed_tokens, self.llm.tokenizer.pad_token_id, padding_side,
+                     device=self.device)
+        if raw_speech is not None:
+            empty = batch.inputs_embeds[0, :0]
+            batch.raw_speech = [r.to(empty.device, empty.dtype) if r is not None else empty for r in raw_speech]
+        return batch
+
+    @property
+    def _compression(self) -> Any:
+        opts = self.config.speech_compression
+        return opts if opts is not None and opts.mode != "none" else None
+
+    def compress_speech(self, tokens: Tensor) -> Tensor:
+        """One clip's projected (n, D) speech tokens -> the tokens the LLM reads: CTC-compressed when the config's
+        ``speech_compression`` is on (see :mod:`lyra_sdk.mechanisms.ctc_compression`), else unchanged."""
+        opts = self._compression
+        if opts is None:
+            return tokens
+        from .mechanisms.ctc_compression import ctc_compress
+
+        return ctc_compress(tokens, self.llm.input_embeddings(), opts).tokens
 
     def position_ids(self, batch: FusedBatch) -> Tensor:
         """Positions for a fused batch (1-D, or 3-D for M-RoPE backbones)."""
@@ -330,7 +356,8 @@ class Lyra(nn.Module):
             prompts = [prompts]
         opts = self._options(options, overrides)
         limit = self.llm.max_context
-        budget = limit - opts.max_new_tokens if limit is not None else None
+        # the early refusal counts uncompressed tokens: with CTC compression only the fused prompt is checked
+        budget = limit - opts.max_new_tokens if limit is not None and self._compression is None else None
         batch = self.prepare(prompts, padding_side="left", progress=progress, route=route, max_media_tokens=budget,
                              refuse_wordless_speech=True)
         if limit is not None and batch.inputs_embeds.shape[1] + opts.max_new_tokens > limit:

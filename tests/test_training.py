@@ -271,6 +271,27 @@ def test_asr_ctc_trains_the_projector_to_read_out_the_transcript_without_an_llm_
             said, truth = tok.decode(ids).split(), s.transcript.split()
             right += sum(a == b for a, b in zip(said, truth)) if len(said) == len(truth) else 0
     assert right >= 12, right  # words in place, of 24 (chance: 1 in 150,000)
+    # CTC compression on this projector: the LLM reads fewer tokens, ASR-CTC still scores all of them
+    from lyra_sdk.mechanisms.ctc_compression import SpeechCompressionOptions
+    from lyra_sdk.training.trainer import StepModule
+
+    samples = trainer.train_set[:4]
+    step = StepModule(lyra, cfg, None)
+    with torch.no_grad():
+        plain = lyra.prepare([s.prompt for s in samples], padding_side="right")
+        _, plain_terms = step(samples, 1, 1)
+        lyra.config.speech_compression = SpeechCompressionOptions(temperature=0.01)
+        try:
+            packed = lyra.prepare([s.prompt for s in samples], padding_side="right")
+            _, packed_terms = step(samples, 1, 1)
+        finally:
+            lyra.config.speech_compression = None
+    for b in range(len(samples)):
+        n_plain, n_packed = int(plain.media_mask[b].sum()), int(packed.media_mask[b].sum())
+        assert 1 <= n_packed < n_plain, (n_packed, n_plain)
+        torch.testing.assert_close(packed.raw_speech[b], plain.inputs_embeds[b][plain.media_mask[b]])
+    assert plain.raw_speech is None
+    torch.testing.assert_close(packed_terms["asr_ctc"], plain_terms["asr_ctc"])
     with pytest.raises(ConfigError, match="asr_ctc_weight"):  # a negative weight is refused at load
         _cfg(word_tones, tmp_path / "r2", loss__asr_ctc_weight=-1.0)
 

@@ -85,12 +85,13 @@ class LossSection(_Strict):
         "transcript (lyra_sdk.mechanisms.vocab_ctc; needs no LLM forward)")
     asr_ctc_temperature: float = Field(0.06, gt=0, description="tau dividing speech-token . embedding products")
     asr_ctc_blank: float | None = Field(None, description="the blank's constant score in ASR-CTC (None = ln V + 4)")
-    asr_ctc_candidates: Literal["transcripts", "vocabulary"] = Field(
-        "transcripts", description="ASR-CTC's softmax over the word pieces of the training transcripts (a sampled "
-        "softmax, fast on a CPU) or over the whole vocabulary")
+    asr_ctc_candidates: Literal["transcripts", "batch", "vocabulary"] = Field(
+        "transcripts", description="ASR-CTC's softmax over the word pieces of all training transcripts, of the "
+        "step's own transcripts only (both sampled softmaxes, fast on a CPU; 'batch' suits a training set that "
+        "covers most of the vocabulary), or over the whole vocabulary")
     asr_ctc_negatives: int = Field(
-        4096, ge=0, description="with candidates=transcripts: this many random other word pieces join each step's "
-        "candidates, so the rest of the vocabulary is pushed away too (evaluation draws a fixed set)")
+        4096, ge=0, description="with candidates=transcripts or batch: this many random other word pieces join each "
+        "step's candidates, so the rest of the vocabulary is pushed away too (evaluation draws a fixed set)")
 
 
 class RunSection(_Strict):

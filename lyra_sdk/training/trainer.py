@@ -97,8 +97,8 @@ class StepModule(nn.Module):
         return total, terms
 
     def _candidates(self, ids: Sequence[Sequence[int]]) -> Tensor | None:
-        """ASR-CTC's candidate word pieces: the training transcripts' and this batch's (an eval batch may hold
-        others), plus ``asr_ctc_negatives`` random ones (a fixed draw when evaluating)."""
+        """ASR-CTC's candidate word pieces: this batch's, the training transcripts' (unless candidates=batch; an
+        eval batch may hold others), plus ``asr_ctc_negatives`` random ones (a fixed draw when evaluating)."""
         lc = self.cfg.loss
         if lc.asr_ctc_candidates == "vocabulary":
             return None
@@ -141,7 +141,10 @@ class StepModule(nn.Module):
 
 
 def _speech_rows(batch: Any) -> list[Tensor]:
-    """Each sample's speech tokens (all its speech spans, in order) from a fused batch: B tensors (n_b, D)."""
+    """Each sample's speech tokens (all its speech spans, in order) from a fused batch: B tensors (n_b, D); those
+    before CTC compression when the model compresses speech."""
+    if batch.raw_speech is not None:
+        return list(batch.raw_speech)
     return [torch.cat([batch.inputs_embeds[b, s.start : s.start + s.length] for s in spans
                        if s.modality is Modality.SPEECH] or [batch.inputs_embeds[b, :0]])
             for b, spans in enumerate(batch.spans)]
@@ -245,7 +248,8 @@ class Trainer:
         self.lyra.to(self.device)
         if cfg.run.gradient_checkpointing and hasattr(getattr(self.lyra.llm, "model", None), "gradient_checkpointing_enable"):
             self.lyra.llm.model.gradient_checkpointing_enable()
-        self.asr_ctc_candidates = self._transcript_ids() if cfg.loss.asr_ctc_weight > 0 else None
+        self.asr_ctc_candidates = (self._transcript_ids() if cfg.loss.asr_ctc_weight > 0
+                                   and cfg.loss.asr_ctc_candidates == "transcripts" else None)
         self.step_module = dist_utils.wrap(self._step_module(), self.ctx, cfg.run.strategy)
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)

@@ -1,0 +1,114 @@
+"""lyra-nano vocabulary data: SmolLM2's whole-word pieces spoken as word lists in packed clips (deterministic).
+
+    python examples/data/make_nano_wordlists.py --out examples/data/nano     # after make_nano_dataset.py
+
+The sentence and paragraph sets teach a projector about 1,800 distinct words; a held-out question about
+"Thailand" fails because that word was never heard. ASR-CTC (lyra_sdk.mechanisms.vocab_ctc) maps speech
+tokens onto the LLM's word pieces, so what it needs is every word piece heard a few times. This script:
+
+1. takes every piece of the LLM tokenizer that is a space + 3 or more letters (about 30,000: words, names,
+   and some word fragments), leaving out all-capital ones (espeak-ng spells those letter by letter); the list
+   comes from the tokenizer alone, never from the evaluation sets;
+2. draws ``--words`` pieces per clip, more often the frequent ones (BPE ids rank frequency: weight
+   1 / sqrt(rank + 50)), in no grammatical order, ``--clips`` clips in all;
+3. speaks each clip with a training accent/variant at a jittered speed and pitch (held-out voices share no
+   accent+variant with these); the transcript is the words joined by spaces.
+
+No held-out sentence is spoken (a clip is a random word list); held-out sentences' words are in the list as
+much as any other word of the vocabulary. Writes OUT/audio/words_*.wav and OUT/stage1_wordlists.json (the Lyra
+ASR format) and adds its counts to OUT/stats.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import shutil
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from espeak import speak  # examples/data is on sys.path when run as a script
+from make_nano_dataset import TRAIN_VOICES, asr_record
+
+WORD_PIECE = re.compile(r"[A-Za-z]{3,}")
+
+
+def vocabulary(config: str) -> list[str]:
+    """The tokenizer's space-prefixed pieces of 3+ letters (not all capitals), in id order (frequent first)."""
+    from lyra_sdk import Lyra
+
+    tokenizer = Lyra.from_config(config).llm.tokenizer
+    words = []
+    for idx in range(len(tokenizer)):
+        text = tokenizer.decode([idx])
+        if text.startswith(" ") and WORD_PIECE.fullmatch(text[1:]) and not text[1:].isupper() \
+                and tokenizer.encode(text) == [idx]:
+            words.append((idx, text[1:]))
+    return [w for _, w in sorted(words)]
+
+
+def _speak(job: tuple[str, tuple[str, int, int], str]) -> float:
+    text, voice, path = job
+    return len(speak(text, voice, Path(path))) / 16000
+
+
+def build(out: Path, config: str, seed: int, clips: int, words: tuple[int, int], workers: int) -> dict:
+    if not (out / "asr_eval.json").is_file():
+        raise SystemExit(f"{out / 'asr_eval.json'} is missing: run make_nano_dataset.py --out {out} first")
+    vocab = vocabulary(config)
+    sys.stderr.write(f"{len(vocab)} word pieces\n")
+    rng = random.Random(seed + 11)
+    weights = [1.0 / (rank + 50) ** 0.5 for rank in range(len(vocab))]
+    jobs, records = [], []
+    for i in range(clips):
+        text = " ".join(rng.choices(vocab, weights, k=rng.randint(*words)))
+        name, speed, pitch = TRAIN_VOICES[i % len(TRAIN_VOICES)]
+        voice = (name, speed + rng.randint(-15, 15), max(0, min(99, pitch + rng.randint(-10, 10))))
+        wav = f"audio/words_{i:05d}.wav"
+        jobs.append((text, voice, str(out / wav)))
+        records.append(asr_record(f"train-words-{i}", wav, text, name))
+    for old in (out / "audio").glob("words_*.wav"):
+        old.unlink()
+    seconds = 0.0
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for i, s in enumerate(pool.map(_speak, jobs, chunksize=8)):
+            seconds += s
+            if s > 29.5:
+                raise SystemExit(f"clip {i} is {s:.1f} s: longer than Whisper's 30 s window (lower --words)")
+            if i % 50 == 0 or i == len(jobs) - 1:
+                sys.stderr.write(f"\rspeaking: {i + 1}/{len(jobs)} clips ({seconds / 3600:.2f} h)")
+    sys.stderr.write("\n")
+    (out / "stage1_wordlists.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
+    heard = {w for r in records for w in r["speech_asr"].split()}
+    stats_file = out / "stats.json"
+    stats = json.loads(stats_file.read_text(encoding="utf-8")) if stats_file.is_file() else {}
+    stats.update({"stage1_wordlists.json": len(records), "wordlist_pieces": len(vocab),
+                  "wordlist_pieces_heard": len(heard), "wordlist_hours": round(seconds / 3600, 2)})
+    stats_file.write_text(json.dumps(stats, indent=1), encoding="utf-8")
+    return stats
+
+
+def main() -> None:
+    here = Path(__file__).resolve().parent
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=here / "nano")
+    ap.add_argument("--config", default=str(here.parent / "configs" / "lyra-nano.yaml"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--clips", type=int, default=1200)
+    ap.add_argument("--min-words", type=int, default=38)
+    ap.add_argument("--max-words", type=int, default=46, help="keep a clip under Whisper's 30 s window")
+    ap.add_argument("--workers", type=int, default=2, help="espeak-ng processes")
+    args = ap.parse_args()
+    if shutil.which("espeak-ng") is None:
+        raise SystemExit("espeak-ng is not installed: apt-get install espeak-ng")
+    if not 0 < args.min_words <= args.max_words:
+        raise SystemExit("need 0 < --min-words <= --max-words")
+    sys.stderr.write(json.dumps(build(args.out, args.config, args.seed, args.clips,
+                                      (args.min_words, args.max_words), args.workers)) + "\n")
+
+
+if __name__ == "__main__":
+    main()

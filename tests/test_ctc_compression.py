@@ -92,3 +92,19 @@ def test_embeddings_output_is_the_posterior_mix_of_the_table():
     torch.testing.assert_close(out.tokens[1], want)
     out.tokens.sum().backward()
     assert x.grad[2].abs().sum() > 0 and x.grad[1].abs().sum() == 0
+
+
+def test_long_inputs_are_scored_in_pieces_with_the_same_result(monkeypatch):
+    import lyra_sdk.mechanisms.ctc_compression as cc
+
+    table = _table()
+    says = [1, None, 2, 2, None, None, 5, 5, 7, None] * 7
+    x = _clip(table, says) + 0.01 * torch.randn(len(says), table.shape[1])
+    for output in ("tokens", "embeddings"):
+        opts = SpeechCompressionOptions(temperature=TAU, output=output)
+        whole = ctc_compress(x, table, opts)
+        monkeypatch.setattr(cc, "CHUNK", 3)
+        pieces = ctc_compress(x, table, opts)
+        monkeypatch.setattr(cc, "CHUNK", 1024)
+        assert torch.equal(whole.groups, pieces.groups)
+        torch.testing.assert_close(whole.tokens, pieces.tokens)

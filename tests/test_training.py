@@ -301,3 +301,22 @@ def test_example_training_configs_validate(path):
     cfg = TrainConfig.load(path)  # schema only: the data and start folders are made by the documented scripts
     assert cfg.optim.max_steps > 0 and cfg.stage
     assert cfg.path(cfg.data.train if isinstance(cfg.data.train, str) else cfg.data.train[0]).name.endswith(".json")
+
+
+def test_asr_ctc_alone_on_a_lora_route_trains_only_its_projector_copy(word_tones, tmp_path, monkeypatch):
+    cfg = _cfg(word_tones, tmp_path / "run", model_overrides=["llm.trainable=lora", "lora.adapters.speech.r=4"],
+               loss__ce_weight=0.0, loss__asr_ctc_weight=1.0, optim__max_steps=3, optim__lr=1e-2,
+               run__lora_route="speech", data__eval=None)
+    trainer = Trainer(cfg, tmp_path / "run")
+    params = dict(trainer.lyra.named_parameters())
+    trained = {n for n, p in params.items() if p.requires_grad}
+    assert trained and not any("lora_" in n for n in trained), sorted(trained)[:5]
+    before = {n: p.detach().clone() for n, p in params.items()}
+
+    def no_forward(*a, **k):
+        raise AssertionError("ASR-CTC alone must not run the LLM")
+
+    monkeypatch.setattr(trainer.lyra.llm, "forward", no_forward)
+    trainer.train()
+    changed = {n for n, p in trainer.lyra.named_parameters() if not torch.equal(before[n], p)}
+    assert changed and changed <= trained

@@ -35,6 +35,9 @@ from .vocab_ctc import VocabCTCInputError, vocab_ctc_logits
 
 __all__ = ["CompressionResult", "SpeechCompressionOptions", "ctc_compress"]
 
+CHUNK = 1024
+"""Tokens scored against the vocabulary at a time (1024 x 49,152 float32 scores: 200 MB)."""
+
 
 class SpeechCompressionOptions(BaseModel):
     """``speech_compression`` in a model config (see the module docstring)."""
@@ -70,11 +73,13 @@ def ctc_compress(tokens: Tensor, vocab_embeds: Tensor, options: SpeechCompressio
     n = tokens.shape[0]
     if options.mode == "none" or n == 0:
         return CompressionResult(tokens, torch.arange(n, device=tokens.device))
-    with torch.no_grad():
-        post = vocab_ctc_logits(tokens.detach(), vocab_embeds.detach(), options.temperature,
-                                options.blank_logit).softmax(-1)
-        blank = post[:, -1]
-        best = post[:, :-1].argmax(-1)
+    with torch.no_grad():  # in pieces: hours of speech x a 49k vocabulary would not fit at once
+        blank_parts, best_parts = [], []
+        for piece in tokens.detach().split(CHUNK):
+            post = vocab_ctc_logits(piece, vocab_embeds.detach(), options.temperature, options.blank_logit).softmax(-1)
+            blank_parts.append(post[:, -1])
+            best_parts.append(post[:, :-1].argmax(-1))
+        blank, best = torch.cat(blank_parts), torch.cat(best_parts)
         keep = blank < options.blank_threshold
         if not bool(keep.any()):
             keep[int(blank.argmin())] = True
@@ -92,6 +97,7 @@ def ctc_compress(tokens: Tensor, vocab_embeds: Tensor, options: SpeechCompressio
     sums = tokens.new_zeros(m, tokens.shape[1]).index_add(0, group_of, tokens[idx])
     out = sums / counts[:, None]
     if options.output == "embeddings":
-        scores = vocab_ctc_logits(out, vocab_embeds, options.temperature, options.blank_logit)[:, :-1]
-        out = (scores.softmax(-1) @ vocab_embeds.float()).to(tokens.dtype)
+        table = vocab_embeds.float()
+        out = torch.cat([(vocab_ctc_logits(piece, vocab_embeds, options.temperature, options.blank_logit)[:, :-1]
+                          .softmax(-1) @ table) for piece in out.split(CHUNK)]).to(tokens.dtype)
     return CompressionResult(out, idx[new])

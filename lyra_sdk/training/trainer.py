@@ -290,6 +290,11 @@ class Trainer:
             have = ", ".join(lyra.lora.routes) if lyra.lora is not None else "none (add a lora section to the model)"
             raise ConfigError([("run.lora_route", f"unknown LoRA route {route!r}; routes: {have}")])
         lyra.lora.mark_trainable(route)
+        lc = self.cfg.loss
+        if lc.ce_weight == lc.ctc_weight == 0:  # no LLM forward: only the route's projector copies can learn
+            lyra.llm.requires_grad_(False)
+            log.info("no LLM loss (ce_weight and ctc_weight 0): route %r keeps its LoRA weights, only its projector "
+                     "copies train", route)
         owned = set(lyra.lora.options.adapters[route].projectors)
         for path, spec, module in lyra.component_specs():
             if spec.trainable == "full" and path != "llm" and not any(path == f"projectors.{m.value}" for m in owned):

@@ -254,7 +254,8 @@ class Lyra(nn.Module):
 
     def prepare(self, prompts: Sequence[Prompt | str], padding_side: str = "left",
                 progress: Callable[[str, int, int], None] | None = None, route: str | None = "auto",
-                max_media_tokens: int | None = None, refuse_wordless_speech: bool = False) -> FusedBatch:
+                max_media_tokens: int | None = None, refuse_wordless_speech: bool = False,
+                compress_speech: bool = True) -> FusedBatch:
         """Check prompts against their media, load it, pick the LoRA route, encode media per modality, and fuse.
 
         ``route`` = ``"auto"`` asks the router (MLoRA); a route name or None (adapters off) forces it; the chosen
@@ -263,6 +264,8 @@ class Lyra(nn.Module):
         cannot fit (see :meth:`encode_media`). Speech that is silent or too short to hold a word is logged as a
         warning; with ``refuse_wordless_speech`` (generation) a prompt whose whole instruction is such speech (no
         text, no other media) is refused with a :class:`MediaError` before anything is encoded.
+        ``compress_speech=False`` skips the config's ``speech_compression`` (for losses that read only the
+        uncompressed speech tokens).
         """
         prompts = [Prompt(p) if isinstance(p, str) else p for p in prompts]
         if not prompts:
@@ -285,7 +288,7 @@ class Lyra(nn.Module):
             for (b, _), item in zip(owners, items, strict=True):
                 encoded[b].setdefault(m, []).append(item)
         raw_speech = None
-        if self._compression is not None:
+        if self._compression is not None and compress_speech:
             raw_speech = [torch.cat([t for t, _ in e[Modality.SPEECH]]) if e.get(Modality.SPEECH) else None
                           for e in encoded]
             for e in encoded:

@@ -275,8 +275,11 @@ def test_asr_ctc_trains_the_projector_to_read_out_the_transcript_without_an_llm_
     from lyra_sdk.mechanisms.ctc_compression import SpeechCompressionOptions
     from lyra_sdk.training.trainer import StepModule
 
+    monkeypatch.undo()  # the LLM runs now: CE on, so the step fuses (compressed) speech for the LLM
     samples = trainer.train_set[:4]
-    step = StepModule(lyra, cfg, None)
+    with_ce = cfg.model_copy(deep=True)
+    with_ce.loss.ce_weight = 1.0
+    step = StepModule(lyra, with_ce, None)
     with torch.no_grad():
         plain = lyra.prepare([s.prompt for s in samples], padding_side="right")
         _, plain_terms = step(samples, 1, 1)
@@ -292,6 +295,7 @@ def test_asr_ctc_trains_the_projector_to_read_out_the_transcript_without_an_llm_
         torch.testing.assert_close(packed.raw_speech[b], plain.inputs_embeds[b][plain.media_mask[b]])
     assert plain.raw_speech is None
     torch.testing.assert_close(packed_terms["asr_ctc"], plain_terms["asr_ctc"])
+    assert not torch.equal(packed_terms["ce"], plain_terms["ce"])  # the LLM did read the compressed tokens
     with pytest.raises(ConfigError, match="asr_ctc_weight"):  # a negative weight is refused at load
         _cfg(word_tones, tmp_path / "r2", loss__asr_ctc_weight=-1.0)
 

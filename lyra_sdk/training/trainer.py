@@ -51,10 +51,12 @@ class StepModule(nn.Module):
         """Total loss and its terms. CE is a sum over answer tokens / all answer tokens of the global batch x world,
         so DDP's gradient average equals single-process training on the same global batch."""
         lyra, lc = self.lyra, self.cfg.loss
-        batch = lyra.prepare([s.prompt for s in samples], padding_side="right", route=self.route)
+        llm_free = lc.ce_weight == lc.ctc_weight == 0  # LCMR / ASR-CTC read only the input embeddings: no forward
+        batch = lyra.prepare([s.prompt for s in samples], padding_side="right", route=self.route,
+                             compress_speech=not llm_free)  # they read the uncompressed speech tokens anyway
         terms: dict[str, Tensor] = {}
         total = batch.inputs_embeds.sum() * 0.0
-        if lc.ce_weight == lc.ctc_weight == 0:  # LCMR / ASR-CTC read only the LLM's input embeddings: no forward
+        if llm_free:
             return self._embedding_losses(total, terms, batch, samples)
         if lyra.extractor is not None and getattr(lyra.extractor, "enabled", True) and bool(batch.media_mask.any()):
             out, batch = _extracting_forward(lyra, batch)  # LMME in training: pruned tokens leave labels too

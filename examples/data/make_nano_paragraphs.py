@@ -26,7 +26,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from espeak import speak  # examples/data is on sys.path when run as a script
+from espeak import speak_clips, update_stats  # examples/data is on sys.path when run as a script
 from make_nano_dataset import (TEMPLATES, TRAIN_VOICES, asr_record, generate_typed, speakable_sentences,
                                split_questions)
 
@@ -67,23 +67,17 @@ def build(out: Path, config: str, seed: int, batch_size: int, max_new_tokens: in
     clips = pack(sentences, rng, max_seconds)
     for old in (out / "audio").glob("para_*.wav"):
         old.unlink()
-    records, seconds = [], 0.0
+    jobs, records = [], []
     for i, text in enumerate(clips):
         name, speed, pitch = TRAIN_VOICES[i % len(TRAIN_VOICES)]
         voice = (name, speed + rng.randint(-15, 15), max(0, min(99, pitch + rng.randint(-10, 10))))
         wav = f"audio/para_{i:05d}.wav"
-        seconds += len(speak(text, voice, out / wav)) / 16000
+        jobs.append((text, voice, str(out / wav)))
         records.append(asr_record(f"train-para-{i}", wav, text, name))
-        if i % 50 == 0 or i == len(clips) - 1:
-            sys.stderr.write(f"\rspeaking: {i + 1}/{len(clips)} clips ({seconds / 3600:.2f} h)")
-    sys.stderr.write("\n")
+    seconds = speak_clips(jobs)
     (out / "stage1_paragraphs.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
-    stats_file = out / "stats.json"
-    stats = json.loads(stats_file.read_text(encoding="utf-8")) if stats_file.is_file() else {}
-    stats.update({"stage1_paragraphs.json": len(records), "paragraph_sentences": len(sentences),
-                  "paragraph_hours": round(seconds / 3600, 2)})
-    stats_file.write_text(json.dumps(stats, indent=1), encoding="utf-8")
-    return stats
+    return update_stats(out, {"stage1_paragraphs.json": len(records), "paragraph_sentences": len(sentences),
+                              "paragraph_hours": round(seconds / 3600, 2)})
 
 
 def main() -> None:

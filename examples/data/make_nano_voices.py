@@ -19,11 +19,10 @@ import json
 import random
 import shutil
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from espeak import speak  # examples/data is on sys.path when run as a script
-from make_nano_dataset import EVAL_VOICES, asr_record
+from espeak import speak_clips, update_stats  # examples/data is on sys.path when run as a script
+from make_nano_dataset import EVAL_VOICES, TRAIN_VOICES, asr_record
 
 ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan"]
 VARIANTS = ["adam", "Alex", "Alicia", "Andrea", "Andy", "Annie", "antonio", "aunty", "belinda", "benjamin", "boris",
@@ -33,18 +32,14 @@ VARIANTS = ["adam", "Alex", "Alicia", "Andrea", "Andy", "Annie", "antonio", "aun
             "m2", "m3", "m4", "m5", "m7", "m8", "klatt", "klatt2", "klatt3", "grandpa", "norbert"]
 
 
-def _speak(job: tuple[str, tuple[str, int, int], str]) -> float:
-    text, voice, path = job
-    return len(speak(text, voice, Path(path))) / 16000
-
-
 def build(out: Path, seed: int, workers: int) -> dict:
     src = out / "stage1_paragraphs.json"
     if not src.is_file():
         raise SystemExit(f"{src} is missing: run make_nano_paragraphs.py --out {out} first")
     held_variants = {v.split("+")[1] for v, _, _ in EVAL_VOICES}
-    held_accents = {v.split("+")[0] for v, _, _ in EVAL_VOICES} - set(ACCENTS)
-    assert not held_variants & set(VARIANTS) and not held_accents & set(ACCENTS)
+    held_accents = {v.split("+")[0] for v, _, _ in EVAL_VOICES} - {v.split("+")[0] for v, _, _ in TRAIN_VOICES}
+    if held_variants & set(VARIANTS) or held_accents & set(ACCENTS):
+        raise SystemExit(f"the voice pool uses held-out voices: {sorted((held_variants & set(VARIANTS)) | (held_accents & set(ACCENTS)))}")
     texts = [r["speech_asr"] for r in json.loads(src.read_text(encoding="utf-8"))]
     rng = random.Random(seed + 13)
     jobs, records = [], []
@@ -56,22 +51,11 @@ def build(out: Path, seed: int, workers: int) -> dict:
         records.append(asr_record(f"train-voices-{i}", wav, text, name))
     for old in (out / "audio").glob("voices_*.wav"):
         old.unlink()
-    seconds = 0.0
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for i, s in enumerate(pool.map(_speak, jobs, chunksize=8)):
-            seconds += s
-            if s > 29.5:
-                raise SystemExit(f"clip {i} is {s:.1f} s: longer than Whisper's 30 s window")
-            if i % 50 == 0 or i == len(jobs) - 1:
-                sys.stderr.write(f"\rspeaking: {i + 1}/{len(jobs)} clips ({seconds / 3600:.2f} h)")
-    sys.stderr.write("\n")
+    seconds = speak_clips(jobs, workers)
     (out / "stage1_voices.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
-    stats_file = out / "stats.json"
-    stats = json.loads(stats_file.read_text(encoding="utf-8")) if stats_file.is_file() else {}
-    stats.update({"stage1_voices.json": len(records), "voices_used": len({r["id"].split(":")[1] for r in records}),
-                  "voices_hours": round(seconds / 3600, 2)})
-    stats_file.write_text(json.dumps(stats, indent=1), encoding="utf-8")
-    return stats
+    return update_stats(out, {"stage1_voices.json": len(records),
+                              "voices_used": len({r["id"].split(":")[1] for r in records}),
+                              "voices_hours": round(seconds / 3600, 2)})
 
 
 def main() -> None:

@@ -27,10 +27,9 @@ import random
 import re
 import shutil
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from espeak import speak  # examples/data is on sys.path when run as a script
+from espeak import speak_clips, update_stats  # examples/data is on sys.path when run as a script
 from make_nano_dataset import TRAIN_VOICES, asr_record
 
 WORD_PIECE = re.compile(r"[A-Za-z]{3,}")
@@ -50,11 +49,6 @@ def vocabulary(config: str) -> list[str]:
     return [w for _, w in sorted(words)]
 
 
-def _speak(job: tuple[str, tuple[str, int, int], str]) -> float:
-    text, voice, path = job
-    return len(speak(text, voice, Path(path))) / 16000
-
-
 def build(out: Path, config: str, seed: int, clips: int, words: tuple[int, int], workers: int) -> dict:
     if not (out / "asr_eval.json").is_file():
         raise SystemExit(f"{out / 'asr_eval.json'} is missing: run make_nano_dataset.py --out {out} first")
@@ -72,23 +66,11 @@ def build(out: Path, config: str, seed: int, clips: int, words: tuple[int, int],
         records.append(asr_record(f"train-words-{i}", wav, text, name))
     for old in (out / "audio").glob("words_*.wav"):
         old.unlink()
-    seconds = 0.0
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for i, s in enumerate(pool.map(_speak, jobs, chunksize=8)):
-            seconds += s
-            if s > 29.5:
-                raise SystemExit(f"clip {i} is {s:.1f} s: longer than Whisper's 30 s window (lower --words)")
-            if i % 50 == 0 or i == len(jobs) - 1:
-                sys.stderr.write(f"\rspeaking: {i + 1}/{len(jobs)} clips ({seconds / 3600:.2f} h)")
-    sys.stderr.write("\n")
+    seconds = speak_clips(jobs, workers)
     (out / "stage1_wordlists.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
     heard = {w for r in records for w in r["speech_asr"].split()}
-    stats_file = out / "stats.json"
-    stats = json.loads(stats_file.read_text(encoding="utf-8")) if stats_file.is_file() else {}
-    stats.update({"stage1_wordlists.json": len(records), "wordlist_pieces": len(vocab),
-                  "wordlist_pieces_heard": len(heard), "wordlist_hours": round(seconds / 3600, 2)})
-    stats_file.write_text(json.dumps(stats, indent=1), encoding="utf-8")
-    return stats
+    return update_stats(out, {"stage1_wordlists.json": len(records), "wordlist_pieces": len(vocab),
+                              "wordlist_pieces_heard": len(heard), "wordlist_hours": round(seconds / 3600, 2)})
 
 
 def main() -> None:
@@ -97,7 +79,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=here / "nano")
     ap.add_argument("--config", default=str(here.parent / "configs" / "lyra-nano.yaml"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--clips", type=int, default=1200)
+    ap.add_argument("--clips", type=int, default=1500)
     ap.add_argument("--min-words", type=int, default=38)
     ap.add_argument("--max-words", type=int, default=46, help="keep a clip under Whisper's 30 s window")
     ap.add_argument("--workers", type=int, default=2, help="espeak-ng processes")

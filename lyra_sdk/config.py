@@ -21,7 +21,7 @@ from .interfaces import ComponentKind, Modality
 from .mechanisms.ctc_compression import SpeechCompressionOptions
 from .mechanisms.lora import LoraOptions
 
-Trainability = Literal["frozen", "lora", "full"]
+Trainability = Literal["frozen", "lora", "full", "top"]
 
 
 class _Strict(BaseModel):
@@ -33,10 +33,22 @@ class ComponentSpec(_Strict):
 
     plugin: str = Field(description="registered plugin name, see `lyra plugins list`")
     options: dict[str, Any] = Field(default_factory=dict, description="validated by the plugin's Options model")
-    trainable: Trainability = Field("frozen", description="frozen, lora (adapters only) or full")
+    trainable: Trainability = Field("frozen", description="frozen, lora (adapters only), full, or top (an "
+                                    "encoder's last `top_layers` blocks; the frozen rest can be cached in training)")
+    top_layers: int | None = Field(None, gt=0, description="with trainable: top, how many of the encoder's last "
+                                   "blocks (and its final norm) train")
     source: dict[str, Any] | None = Field(None, description="written by save_pretrained: the options that loaded this "
                                           "component's pretrained weights, so a later `reference_sources` save can "
                                           "point at them again")
+
+
+    @model_validator(mode="after")
+    def _top_layers(self) -> "ComponentSpec":
+        if self.trainable == "top" and self.top_layers is None:
+            raise ValueError("trainable: top needs top_layers (how many of the last blocks train)")
+        if self.trainable != "top" and self.top_layers is not None:
+            raise ValueError(f"top_layers is only read with trainable: top (this component is {self.trainable})")
+        return self
 
 
 class GenerationOptions(_Strict):
@@ -79,6 +91,9 @@ class LyraConfig(_Strict):
         for m in self.projectors:
             if m not in self.encoders:
                 errors.append(f"projector for {m.value!r} has no encoder: add encoders.{m.value}")
+        for path, kind, spec in self.components():
+            if spec.trainable == "top" and kind is not ComponentKind.ENCODER:
+                errors.append(f"{path}: trainable: top is for encoders (their last blocks); use full or lora")
         if errors:
             raise ValueError("; ".join(errors))
         return self

@@ -4,12 +4,15 @@ Training a projector or LoRA over a frozen encoder re-encodes every clip once pe
 is most of a CPU step (a full 30 s window per clip). :class:`EncoderCache` keeps each file's encoder rows
 (before the projector, so trained projectors still see fresh inputs) and drops the least recently used
 entries past ``max_bytes``. Keys include the file's size and modification time, so an edited file is encoded
-again. :meth:`lyra_sdk.Lyra.encode_media` uses it only while the encoder has no trainable parameters.
+again. :meth:`lyra_sdk.Lyra.encode_media` uses it while the encoder has no trainable parameters, and for an
+encoder with ``trainable: top`` it keeps the frozen stem's hidden states (``top`` = the trained blocks), so only
+the trained last blocks run each step.
 
 With a ``directory`` the rows are also written there (one safetensors file per media file and encoder), so
 later runs (the next training stage, a rerun) skip the encoder from their first epoch. A disk entry's name
 hashes the memory key together with a fingerprint of the encoder's weights (every parameter and buffer), so a
-different or retrained encoder never reads another's outputs; unreadable entries count as misses and are
+different or retrained encoder never reads another's outputs (for a stem: the weights outside the trained
+top blocks, and the split point); unreadable entries count as misses and are
 rewritten; writes go to a temporary file renamed into place.
 
 Cached rows are reused as they were encoded. That is exact for encoders that treat each item on its own
@@ -69,7 +72,7 @@ class EncoderCache:
         self.disk_hits = 0
         self.misses = 0
         self._rows: OrderedDict[CacheKey, list[EncodedRow]] = OrderedDict()
-        self._fingerprints: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+        self._fingerprints: weakref.WeakKeyDictionary[nn.Module, dict[int | None, str]] = weakref.WeakKeyDictionary()
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -86,25 +89,36 @@ class EncoderCache:
             return None
         return (modality, str(path.resolve()), st.st_size, st.st_mtime_ns)
 
-    def fingerprint(self, encoder: nn.Module) -> str:
-        """A hash of the encoder's parameters and buffers (names, shapes, dtypes, values); memoised per module."""
-        fp = self._fingerprints.get(encoder)
+    def fingerprint(self, encoder: nn.Module, top: int | None = None) -> str:
+        """A hash of the encoder's parameters and buffers (names, shapes, dtypes, values); memoised per module.
+
+        With ``top`` (the blocks ``trainable: top`` trains) it covers the frozen stem only: every tensor outside
+        ``encoder.top_modules(top)``, plus the split point, so the stem's rows stay valid while the top trains.
+        """
+        memo = self._fingerprints.setdefault(encoder, {})
+        fp = memo.get(top)
         if fp is None:
-            h = hashlib.sha256()
+            skip = {id(p) for m in encoder.top_modules(top) for p in m.parameters()} if top is not None else set()
+            h = hashlib.sha256(f"stem:{top}".encode() if top is not None else b"")
             for name, t in list(encoder.named_parameters()) + list(encoder.named_buffers()):
+                if id(t) in skip:
+                    continue
                 h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
                 h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-            fp = self._fingerprints[encoder] = h.hexdigest()
+            fp = memo[top] = h.hexdigest()
         return fp
 
-    def get(self, key: CacheKey | None, encoder: nn.Module | None = None) -> list[EncodedRow] | None:
-        """Cached rows of ``key`` (marking it recently used), from memory or, given the ``encoder``, from disk."""
+    def get(self, key: CacheKey | None, encoder: nn.Module | None = None,
+            top: int | None = None) -> list[EncodedRow] | None:
+        """Cached rows of ``key`` (marking it recently used), from memory or, given the ``encoder``, from disk;
+        ``top``: the rows are the stem below that many trained blocks (see :meth:`fingerprint`)."""
+        key = self._tagged(key, top)
         rows = self._rows.get(key) if key is not None else None
         if rows is not None:
             self._rows.move_to_end(key)
             self.hits += 1
             return rows
-        rows = self._read(key, encoder) if key is not None else None
+        rows = self._read(key, encoder, top) if key is not None else None
         if rows is None:
             self.misses += 1
             return None
@@ -112,14 +126,16 @@ class EncoderCache:
         self._remember(key, rows)
         return rows
 
-    def put(self, key: CacheKey | None, rows: list[EncodedRow], encoder: nn.Module | None = None) -> None:
+    def put(self, key: CacheKey | None, rows: list[EncodedRow], encoder: nn.Module | None = None,
+            top: int | None = None) -> None:
         """Store detached copies of ``rows`` (and, given the ``encoder``, write them to disk); evict the oldest
-        memory entries beyond the byte budget."""
+        memory entries beyond the byte budget. ``top`` as in :meth:`get`."""
+        key = self._tagged(key, top)
         if key is None:
             return
         rows = [EncodedRow(r.embeddings.detach().clone(), r.mask.detach().clone(),
                            r.grid.detach().clone() if r.grid is not None else None) for r in rows]
-        self._write(key, rows, encoder)
+        self._write(key, rows, encoder, top)
         self._remember(key, rows)
 
     def _remember(self, key: CacheKey, rows: list[EncodedRow]) -> None:
@@ -135,14 +151,21 @@ class EncoderCache:
             _, dropped = self._rows.popitem(last=False)
             self.nbytes -= sum(r.nbytes for r in dropped)
 
-    def _file(self, key: CacheKey, encoder: nn.Module | None) -> Path | None:
+    @staticmethod
+    def _tagged(key: CacheKey | None, top: int | None) -> CacheKey | None:
+        """Memory key: a stem's rows never answer for the whole encoder's (or another split's)."""
+        if key is None or top is None:
+            return key
+        return (f"{key[0]}@stem{top}", *key[1:])  # type: ignore[return-value]
+
+    def _file(self, key: CacheKey, encoder: nn.Module | None, top: int | None = None) -> Path | None:
         if self.directory is None or encoder is None:
             return None
-        name = hashlib.sha256(repr((key, self.fingerprint(encoder))).encode()).hexdigest()
+        name = hashlib.sha256(repr((key, self.fingerprint(encoder, top))).encode()).hexdigest()
         return self.directory / f"{name}.safetensors"
 
-    def _read(self, key: CacheKey, encoder: nn.Module | None) -> list[EncodedRow] | None:
-        file = self._file(key, encoder)
+    def _read(self, key: CacheKey, encoder: nn.Module | None, top: int | None) -> list[EncodedRow] | None:
+        file = self._file(key, encoder, top)
         if file is None or not file.is_file():
             return None
         try:
@@ -154,8 +177,8 @@ class EncoderCache:
             return None
         return rows
 
-    def _write(self, key: CacheKey, rows: list[EncodedRow], encoder: nn.Module | None) -> None:
-        file = self._file(key, encoder)
+    def _write(self, key: CacheKey, rows: list[EncodedRow], encoder: nn.Module | None, top: int | None) -> None:
+        file = self._file(key, encoder, top)
         if file is None:
             return
         tensors = {"n_rows": torch.tensor(len(rows))}

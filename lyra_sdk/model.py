@@ -145,10 +145,35 @@ class Lyra(nn.Module):
         return out
 
     def apply_trainability(self) -> None:
-        """Set ``requires_grad`` per component from its ``trainable`` setting (``lora`` freezes the base weights)."""
-        for _, spec, module in self.component_specs():
+        """Set ``requires_grad`` per component from its ``trainable`` setting (``lora`` freezes the base weights;
+        ``top`` trains an encoder's last ``top_layers`` blocks only)."""
+        for path, spec, module in self.component_specs():
             for p in module.parameters():
                 p.requires_grad_(spec.trainable == "full")
+            for top in self._top_modules(path, spec, module):
+                top.requires_grad_(True)
+
+    @staticmethod
+    def _top_modules(path: str, spec: ComponentSpec, module: nn.Module) -> list[nn.Module]:
+        """The modules ``trainable: top`` trains in this component ([] unless it is set)."""
+        if spec.trainable != "top":
+            return []
+        split = getattr(module, "top_modules", None)
+        try:
+            mods = split(spec.top_layers) if split is not None else None
+        except ValueError as exc:
+            raise ConfigError([(f"{path}.top_layers", str(exc))]) from None
+        if mods is None:
+            raise ConfigError([(f"{path}.trainable", f"the {spec.plugin!r} encoder cannot train only its last blocks "
+                                                     "(it has no stem/top split): use full or frozen")])
+        return mods
+
+    def _cached_stem(self, modality: Modality, encoder: Encoder) -> int | None:
+        """With ``trainable: top`` while its blocks train: how many top blocks run after the cached stem."""
+        spec = self.config.encoders.get(modality)
+        if spec is None or spec.trainable != "top" or not any(q.requires_grad for q in encoder.parameters()):
+            return None
+        return spec.top_layers
 
     @property
     def device(self) -> torch.device:
@@ -179,7 +204,9 @@ class Lyra(nn.Module):
         projector: Projector = self.projector(modality)
         loaded = [self.load_media(modality, it) for it in items]
         p = next(encoder.parameters(), None)
-        cache = self.encoder_cache if not any(q.requires_grad for q in encoder.parameters()) else None
+        top = self._cached_stem(modality, encoder)  # trainable top: cache the frozen stem, run the top each time
+        frozen = not any(q.requires_grad for q in encoder.parameters())
+        cache = self.encoder_cache if frozen or top is not None else None
         keys = list(cache_keys) if cache is not None and cache_keys is not None else [None] * len(items)
         per_item: list[list[Tensor]] = [[] for _ in items]
         grids: list[Tensor | None] = [None] * len(items)
@@ -187,13 +214,13 @@ class Lyra(nn.Module):
         if cache is not None:
             todo = []
             for i, key in enumerate(keys):
-                rows = cache.get(key, encoder) if key is not None else None
+                rows = cache.get(key, encoder, top) if key is not None else None
                 if rows is None:
                     todo.append(i)
                     continue
                 for r in rows:
-                    out = projector(MediaEmbeddings(r.embeddings[None], r.mask[None],
-                                                    r.grid[None] if r.grid is not None else None))
+                    row = MediaEmbeddings(r.embeddings[None], r.mask[None], r.grid[None] if r.grid is not None else None)
+                    out = projector(encoder.forward_top(row, top) if top is not None else row)
                     per_item[i].append(out.embeddings[0][out.mask[0]])
                     if out.grids is not None:
                         grids[i] = out.grids[0]
@@ -204,7 +231,13 @@ class Lyra(nn.Module):
         for feats in encoder.featurize_batches([loaded[i] for i in todo]) if todo else ():
             if p is not None:
                 feats = feats.to(p.device, p.dtype)
-            encoded: MediaEmbeddings = encoder(feats)
+            if top is None:
+                encoded: MediaEmbeddings = encoder(feats)
+                kept = encoded
+            else:
+                with torch.no_grad():
+                    kept = encoder.forward_stem(feats, top)  # what the cache keeps
+                encoded = encoder.forward_top(kept, top)
             out: MediaEmbeddings = projector(encoded)
             for row, sub in enumerate(feats.row_item):
                 item = todo[sub]
@@ -213,8 +246,7 @@ class Lyra(nn.Module):
                     grids[item] = out.grids[row]
                 if keys[item] is not None:
                     fresh.setdefault(item, []).append(EncodedRow(
-                        encoded.embeddings[row], encoded.mask[row],
-                        encoded.grids[row] if encoded.grids is not None else None))
+                        kept.embeddings[row], kept.mask[row], kept.grids[row] if kept.grids is not None else None))
             done += len(feats.row_item)
             for item in {todo[sub] for sub in feats.row_item}:
                 if max_tokens is not None and rows_of[item] > 1:  # first row = a full window: a lower bound
@@ -224,7 +256,7 @@ class Lyra(nn.Module):
                 progress(done, total)
         if cache is not None:
             for item, rows in fresh.items():
-                cache.put(keys[item], rows, encoder)
+                cache.put(keys[item], rows, encoder, top)
         return [(torch.cat(rows, dim=0), grids[i]) for i, rows in enumerate(per_item)]
 
     def load_media(self, modality: Modality, item: Any) -> Any:
@@ -468,10 +500,13 @@ class Lyra(nn.Module):
             raise LyraError(f"unknown storage dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
         tmp = out / (WEIGHTS_FILE + ".tmp")
         if referenced or dtype is not None:
-            skip = self._source_keys(referenced)
+            tops = {path: spec.top_layers for path, spec, _ in self.component_specs()
+                    if path in referenced and spec.trainable == "top"}
+            skip = self._source_keys(referenced, tops)
             state = {k: t.detach().to(_DTYPES[dtype] if dtype and t.is_floating_point() else t.dtype).cpu().contiguous()
                      for k, t in _unique_state(self).items() if k not in skip}
-            save_file(state, str(tmp), metadata={"format": "pt", "lyra_referenced": json.dumps(referenced)})
+            save_file(state, str(tmp), metadata={"format": "pt", "lyra_referenced": json.dumps(referenced),
+                                                 "lyra_top_layers": json.dumps(tops)})
         else:
             save_model(self, str(tmp))
         os.replace(tmp, out / WEIGHTS_FILE)
@@ -483,15 +518,21 @@ class Lyra(nn.Module):
         return [path for path, spec, _ in self.component_specs()
                 if spec.trainable != "full" and (weight_source(spec.options) is not None or spec.source)]
 
-    def _source_keys(self, referenced: Sequence[str]) -> set[str]:
-        """State-dict keys provided by the sources of ``referenced`` components (their LoRA weights excluded)."""
+    def _source_keys(self, referenced: Sequence[str], tops: Mapping[str, int] | None = None) -> set[str]:
+        """State-dict keys provided by the sources of ``referenced`` components: not their LoRA weights, nor the
+        last blocks of those trained with ``trainable: top`` (``tops``: dotted path -> top_layers, as saved)."""
         lora_ids: set[int] = set()
         if self.lora is not None:
             for route in self.lora.routes:
                 lora_ids.update(id(p) for p in self.lora.trainable_parameters(route).values())
+        trained: set[int] = set()
+        for path, spec, module in self.component_specs():
+            if path in (tops or {}):
+                top_spec = spec.model_copy(update={"trainable": "top", "top_layers": tops[path]})
+                trained.update(id(p) for m in self._top_modules(path, top_spec, module) for p in m.parameters())
         prefixes = tuple(f"{p}." for p in referenced)
         return {k for k, t in self.state_dict(keep_vars=True).items()
-                if k.startswith(prefixes) and id(t) not in lora_ids}
+                if k.startswith(prefixes) and id(t) not in lora_ids and id(t) not in trained}
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, host: Any = None, overrides: Sequence[str] = ()) -> "Lyra":
@@ -515,6 +556,7 @@ class Lyra(nn.Module):
             with safe_open(str(weights), framework="pt") as f:
                 meta = f.metadata() or {}
             referenced = json.loads(meta.get("lyra_referenced", "[]"))
+            tops = json.loads(meta.get("lyra_top_layers", "{}"))
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"cannot read {weights}: {exc}") from None
         config = LyraConfig.from_dict(data, overrides, host=host, source=str(cfg_file), base_dir=folder.resolve())
@@ -526,7 +568,7 @@ class Lyra(nn.Module):
             missing, unexpected = load_model(model, str(weights), strict=False)
         except (SafetensorError, OSError, RuntimeError) as exc:
             raise CheckpointError(f"cannot read {weights}: {exc}") from None
-        missing = set(missing) - model._source_keys(referenced)
+        missing = set(missing) - model._source_keys(referenced, tops)
         if missing or unexpected:
             raise CheckpointError(f"{weights} does not match {CONFIG_FILE}: missing {sorted(missing)[:5]}, "
                                   f"unexpected {sorted(unexpected)[:5]}")

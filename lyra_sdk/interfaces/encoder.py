@@ -83,6 +83,25 @@ class Encoder(Configurable, nn.Module, ABC):
     def forward(self, features: Features) -> MediaEmbeddings:
         """Features -> embeddings (N, T, output_dim) with mask (N, T)."""
 
+    # ``trainable: top`` (optional): train the last blocks, keep (and cache) the rest frozen.
+
+    def top_modules(self, n: int) -> list[nn.Module] | None:
+        """The modules ``trainable: top`` trains: the last ``n`` blocks and what follows them (a final norm).
+
+        None (the default) means this encoder cannot be split. Encoders that can also implement
+        :meth:`forward_stem` and :meth:`forward_top`; raise ``ValueError`` when ``n`` exceeds the blocks.
+        """
+        return None
+
+    def forward_stem(self, features: Features, n: int) -> MediaEmbeddings:
+        """Features -> the hidden states entering the last ``n`` blocks (the frozen part of ``trainable: top``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no stem/top split")
+
+    def forward_top(self, hidden: MediaEmbeddings, n: int) -> MediaEmbeddings:
+        """Hidden states from :meth:`forward_stem` -> this encoder's output:
+        ``forward_top(forward_stem(f, n), n)`` equals ``forward(f)``."""
+        raise NotImplementedError(f"{type(self).__name__} has no stem/top split")
+
 
 class Projector(Configurable, nn.Module, ABC):
     """Maps encoder embeddings to the LLM's width. ``forward`` may change the number of tokens per row."""

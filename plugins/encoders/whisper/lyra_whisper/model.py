@@ -108,6 +108,10 @@ class WhisperEncoderModel(nn.Module):
 
     def forward(self, input_features: Tensor) -> Tensor:
         """(B, n_mels, 2T) log-mel -> (B, T, d_model); T may not exceed ``max_source_positions``."""
+        return self.top(self.stem(input_features, 0), 0)
+
+    def stem(self, input_features: Tensor, n_top: int) -> Tensor:
+        """(B, n_mels, 2T) log-mel -> (B, T, d_model) hidden states entering the last ``n_top`` layers."""
         if input_features.dim() != 3 or input_features.shape[1] != self.config.num_mel_bins:
             raise ValueError(f"expected input_features of shape (batch, {self.config.num_mel_bins}, frames), "
                              f"got {tuple(input_features.shape)}")
@@ -117,6 +121,12 @@ class WhisperEncoderModel(nn.Module):
             raise ValueError(f"at most {2 * self.config.max_source_positions} mel frames fit, "
                              f"got {input_features.shape[-1]}")
         x = x + self.embed_positions.weight[: x.shape[1]]
-        for layer in self.layers:
+        for layer in self.layers[: len(self.layers) - n_top]:
             x = layer(x)
-        return self.layer_norm(x)  # (B, T, D)
+        return x
+
+    def top(self, hidden: Tensor, n_top: int) -> Tensor:
+        """(B, T, d_model) hidden states from :meth:`stem` -> the last ``n_top`` layers and the final LayerNorm."""
+        for layer in self.layers[len(self.layers) - n_top :]:
+            hidden = layer(hidden)
+        return self.layer_norm(hidden)  # (B, T, D)

@@ -150,6 +150,17 @@ class WhisperEncoder(Encoder):
 
     def forward(self, features: Features) -> MediaEmbeddings:
         """``input_features`` (N, n_mels, 3000) -> embeddings (N, 1500, d_model), mask (N, 1500)."""
+        return self.forward_top(self.forward_stem(features, 0), 0)
+
+    def top_modules(self, n: int) -> list[torch.nn.Module]:
+        """The last ``n`` transformer layers and the final LayerNorm (what ``trainable: top`` trains)."""
+        layers = self.config.encoder_layers
+        if not 0 < n <= layers:
+            raise ValueError(f"top_layers must be 1..{layers} (this Whisper encoder has {layers} layers), got {n}")
+        return [*self.encoder.layers[layers - n :], self.encoder.layer_norm]
+
+    def forward_stem(self, features: Features, n: int) -> MediaEmbeddings:
+        """``input_features`` -> hidden states (N, 1500, d_model) entering the last ``n`` layers, mask (N, 1500)."""
         x = features.tensors["input_features"]
         weight = self.encoder.conv1.weight
         x = x.to(device=weight.device, dtype=weight.dtype)  # (N, n_mels, 3000)
@@ -158,7 +169,7 @@ class WhisperEncoder(Encoder):
         if x.shape[0] == 0:
             out = x.new_zeros(0, frames, self.output_dim)
         else:
-            out = torch.cat([self.encoder(x[i:i + step]) for i in range(0, x.shape[0], step)])  # (N, 1500, D)
+            out = torch.cat([self.encoder.stem(x[i:i + step], n) for i in range(0, x.shape[0], step)])  # (N, T, D)
         positions = torch.arange(frames, device=x.device)
         if features.valid_lengths is None:
             mask = torch.ones(x.shape[0], frames, dtype=torch.bool, device=x.device)
@@ -166,6 +177,12 @@ class WhisperEncoder(Encoder):
             lengths = torch.tensor(features.valid_lengths, device=x.device)  # (N,)
             mask = positions[None, :] < lengths[:, None]  # (N, 1500)
         return MediaEmbeddings(embeddings=out, mask=mask)
+
+    def forward_top(self, hidden: MediaEmbeddings, n: int) -> MediaEmbeddings:
+        """Hidden states from :meth:`forward_stem` -> the encoder output (the last ``n`` layers + LayerNorm)."""
+        x, step = hidden.embeddings, self.options.max_batch_windows
+        out = torch.cat([self.encoder.top(x[i:i + step], n) for i in range(0, x.shape[0], step)]) if len(x) else x
+        return MediaEmbeddings(embeddings=out, mask=hidden.mask)
 
 
 @hookimpl

@@ -15,6 +15,31 @@ TINY_QWEN2 = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 
               "max_position_embeddings": 4096}
 
 
+WORDS = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree"]
+
+
+def write_word_tones(d: Path, n: int) -> Path:
+    """``n`` clips in ``d/audio`` of two tones in turn (0.5 s each, 0.2 s apart), each tone standing for a word
+    ("red blue" etc.), listed with transcripts in ``d/train.json``; returns ``d``."""
+    import json
+
+    import soundfile as sf
+
+    (d / "audio").mkdir()
+    t = np.arange(8000) / 16000
+    recs = []
+    for i in range(n):
+        a, b = i % 8, (i * 3 + 1) % 8
+        wav = np.concatenate([0.3 * np.sin(2 * np.pi * (250 + 150 * a) * t), np.zeros(3200),
+                              0.3 * np.sin(2 * np.pi * (250 + 150 * b) * t)]).astype(np.float32)
+        sf.write(d / "audio" / f"{i}.wav", wav, 16000)
+        text = f"{WORDS[a]} {WORDS[b]}"
+        recs.append({"id": f"t{i}", "speech": f"audio/{i}.wav", "speech_asr": text, "conversations": [
+            {"from": "human", "value": "<speech>\nTranscribe."}, {"from": "gpt", "value": text}]})
+    (d / "train.json").write_text(json.dumps(recs))
+    return d
+
+
 def tiny_config(**media_encoders: dict) -> dict:
     """A tiny Qwen2 config dict; ``media_encoders`` maps modality -> encoder spec (projector mlp2x_gelu)."""
     cfg = {"name": "tiny", "llm": {"plugin": "qwen2", "options": {"tokenizer": "qwen2", "config": dict(TINY_QWEN2)}}}
@@ -22,6 +47,12 @@ def tiny_config(**media_encoders: dict) -> dict:
         cfg["encoders"] = media_encoders
         cfg["projectors"] = {m: {"plugin": "mlp2x_gelu"} for m in media_encoders}
     return cfg
+
+
+@pytest.fixture(name="write_word_tones", scope="session")
+def write_word_tones_fixture():
+    """The :func:`write_word_tones` writer."""
+    return write_word_tones
 
 
 @pytest.fixture(name="tiny_config", scope="session")

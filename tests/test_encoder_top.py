@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -17,7 +15,6 @@ from lyra_sdk.training import TrainConfig, Trainer
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SPEECH = ROOT / "examples" / "configs" / "tiny-speech.yaml"
 TOP1 = ["encoders.speech.trainable=top", "encoders.speech.top_layers=1"]
-WORDS = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree"]
 
 
 def test_top_trains_only_the_last_blocks_and_the_final_norm():
@@ -47,21 +44,8 @@ def test_an_encoder_without_a_split_refuses_top(tiny_config, host):
 
 
 @pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    d = tmp_path_factory.mktemp("top")
-    (d / "audio").mkdir()
-    t = np.arange(8000) / 16000
-    recs = []
-    for i in range(8):
-        a, b = i % 8, (i * 3 + 1) % 8
-        wav = np.concatenate([0.3 * np.sin(2 * np.pi * (250 + 150 * a) * t), np.zeros(3200),
-                              0.3 * np.sin(2 * np.pi * (250 + 150 * b) * t)]).astype(np.float32)
-        sf.write(d / "audio" / f"{i}.wav", wav, 16000)
-        text = f"{WORDS[a]} {WORDS[b]}"
-        recs.append({"id": f"t{i}", "speech": f"audio/{i}.wav", "speech_asr": text, "conversations": [
-            {"from": "human", "value": "<speech>\nTranscribe."}, {"from": "gpt", "value": text}]})
-    (d / "train.json").write_text(json.dumps(recs))
-    return d
+def clips(tmp_path_factory, write_word_tones):
+    return write_word_tones(tmp_path_factory.mktemp("top"), 8)
 
 
 def _train(clips: Path, out: Path, cache: Path | None) -> Trainer:

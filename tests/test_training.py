@@ -221,22 +221,9 @@ def test_lcmr_alone_over_the_vocabulary_pre_aligns_the_projector_without_an_llm_
 
 
 @pytest.fixture(scope="module")
-def word_tones(tmp_path_factory):
+def word_tones(tmp_path_factory, write_word_tones):
     """12 clips of two tones in turn (0.5 s each, 0.2 s apart), each tone standing for a word: "red blue" etc."""
-    d = tmp_path_factory.mktemp("tones")
-    (d / "audio").mkdir()
-    t = np.arange(8000) / 16000
-    recs = []
-    for i in range(12):
-        a, b = i % 8, (i * 3 + 1) % 8
-        wav = np.concatenate([0.3 * np.sin(2 * np.pi * (250 + 150 * a) * t), np.zeros(3200),
-                              0.3 * np.sin(2 * np.pi * (250 + 150 * b) * t)]).astype(np.float32)
-        sf.write(d / "audio" / f"{i}.wav", wav, 16000)
-        text = f"{WORDS[a]} {WORDS[b]}"
-        recs.append({"id": f"t{i}", "speech": f"audio/{i}.wav", "speech_asr": text, "conversations": [
-            {"from": "human", "value": "<speech>\nTranscribe."}, {"from": "gpt", "value": text}]})
-    (d / "train.json").write_text(json.dumps(recs))
-    return d
+    return write_word_tones(tmp_path_factory.mktemp("tones"), 12)
 
 
 def test_asr_ctc_trains_the_projector_to_read_out_the_transcript_without_an_llm_forward(word_tones, tmp_path,

@@ -94,12 +94,16 @@ class EncoderCache:
 
         With ``top`` (the blocks ``trainable: top`` trains) it covers the frozen stem only: every tensor outside
         ``encoder.top_modules(top)``, plus the split point, so the stem's rows stay valid while the top trains.
+        The encoder's :meth:`~lyra_sdk.interfaces.Encoder.cache_signature` (output-changing options) is included.
         """
         memo = self._fingerprints.setdefault(encoder, {})
         fp = memo.get(top)
         if fp is None:
             skip = {id(p) for m in encoder.top_modules(top) for p in m.parameters()} if top is not None else set()
             h = hashlib.sha256(f"stem:{top}".encode() if top is not None else b"")
+            signature = encoder.cache_signature(top) if hasattr(encoder, "cache_signature") else ""
+            if signature:  # options that change the rows (e.g. Whisper's crop_from_layer)
+                h.update(f"options:{signature}".encode())
             for name, t in list(encoder.named_parameters()) + list(encoder.named_buffers()):
                 if id(t) in skip:
                     continue

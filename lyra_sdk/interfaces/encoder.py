@@ -102,6 +102,14 @@ class Encoder(Configurable, nn.Module, ABC):
         ``forward_top(forward_stem(f, n), n)`` equals ``forward(f)``."""
         raise NotImplementedError(f"{type(self).__name__} has no stem/top split")
 
+    def cache_signature(self, top: int | None) -> str:
+        """Options (not weights) that change what :meth:`forward` returns, or :meth:`forward_stem` for ``top``.
+
+        It is part of the :class:`~lyra_sdk.encoder_cache.EncoderCache` fingerprint, so rows computed under other
+        settings are never served. The default (no such options) is the empty string.
+        """
+        return ""
+
 
 class Projector(Configurable, nn.Module, ABC):
     """Maps encoder embeddings to the LLM's width. ``forward`` may change the number of tokens per row."""

@@ -106,11 +106,16 @@ class WhisperEncoderModel(nn.Module):
         )
         self.layer_norm = nn.LayerNorm(d)
 
-    def forward(self, input_features: Tensor) -> Tensor:
-        """(B, n_mels, 2T) log-mel -> (B, T, d_model); T may not exceed ``max_source_positions``."""
-        return self.top(self.stem(input_features, 0), 0)
+    def forward(self, input_features: Tensor, lengths: Tensor | None = None, crop_from: int | None = None) -> Tensor:
+        """(B, n_mels, 2T) log-mel -> (B, T, d_model); T may not exceed ``max_source_positions``.
 
-    def stem(self, input_features: Tensor, n_top: int) -> Tensor:
+        With ``crop_from`` (and ``lengths``, the valid frames of each row), layers ``crop_from`` onwards run on
+        each row's first ``lengths[b]`` frames only (the window's padding is neither attended to nor updated).
+        """
+        return self.top(self.stem(input_features, 0, lengths, crop_from), 0, lengths, crop_from)
+
+    def stem(self, input_features: Tensor, n_top: int, lengths: Tensor | None = None,
+             crop_from: int | None = None) -> Tensor:
         """(B, n_mels, 2T) log-mel -> (B, T, d_model) hidden states entering the last ``n_top`` layers."""
         if input_features.dim() != 3 or input_features.shape[1] != self.config.num_mel_bins:
             raise ValueError(f"expected input_features of shape (batch, {self.config.num_mel_bins}, frames), "
@@ -121,12 +126,24 @@ class WhisperEncoderModel(nn.Module):
             raise ValueError(f"at most {2 * self.config.max_source_positions} mel frames fit, "
                              f"got {input_features.shape[-1]}")
         x = x + self.embed_positions.weight[: x.shape[1]]
-        for layer in self.layers[: len(self.layers) - n_top]:
-            x = layer(x)
-        return x
+        return self._layers(x, 0, len(self.layers) - n_top, lengths, crop_from)
 
-    def top(self, hidden: Tensor, n_top: int) -> Tensor:
+    def top(self, hidden: Tensor, n_top: int, lengths: Tensor | None = None, crop_from: int | None = None) -> Tensor:
         """(B, T, d_model) hidden states from :meth:`stem` -> the last ``n_top`` layers and the final LayerNorm."""
-        for layer in self.layers[len(self.layers) - n_top :]:
-            hidden = layer(hidden)
-        return self.layer_norm(hidden)  # (B, T, D)
+        return self.layer_norm(self._layers(hidden, len(self.layers) - n_top, len(self.layers), lengths, crop_from))
+
+    def _layers(self, x: Tensor, start: int, stop: int, lengths: Tensor | None, crop_from: int | None) -> Tensor:
+        """Layers ``start``..``stop - 1``; from ``crop_from`` on, row by row over each row's valid frames."""
+        cut = stop if crop_from is None or lengths is None else min(max(crop_from, start), stop)
+        for layer in self.layers[start:cut]:
+            x = layer(x)
+        if cut == stop:
+            return x
+        rows = []
+        for b in range(x.shape[0]):
+            n = int(lengths[b])
+            row = x[b : b + 1, :n]
+            for layer in self.layers[cut:stop] if n else ():
+                row = layer(row)
+            rows.append(torch.cat([row, x[b : b + 1, n:]], dim=1))  # padding frames pass through unchanged
+        return torch.cat(rows) if rows else x

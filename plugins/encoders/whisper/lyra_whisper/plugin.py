@@ -48,12 +48,20 @@ class WhisperEncoder(Encoder):
         encoder_ffn_dim: int = Field(1536, gt=0)
         max_source_positions: int = Field(1500, gt=0)
         max_batch_windows: int = Field(8, gt=0, description="30 s windows encoded per forward chunk (bounds memory)")
+        crop_from_layer: int | None = Field(
+            None, ge=0, description="layers from this index on run on each window's valid frames only (the silent "
+                                    "padding of a short clip is neither attended to nor computed); None: every layer "
+                                    "sees the whole 30 s window, as Whisper was trained. Cuts the cost of those "
+                                    "layers for short clips; the weights must have been trained that way")
 
     modalities: ClassVar[frozenset[Modality]] = frozenset({Modality.SPEECH, Modality.SOUND})
     window_seconds: ClassVar[float | None] = float(WINDOW_SECONDS)
 
     def __init__(self, options: Options, config: WhisperEncoderConfig) -> None:
         super().__init__()
+        if options.crop_from_layer is not None and options.crop_from_layer >= config.encoder_layers:
+            raise ConfigError([("crop_from_layer", f"must be below encoder_layers ({config.encoder_layers}), "
+                                                   f"got {options.crop_from_layer}")])
         self.options = options
         self.config = config
         self.encoder = WhisperEncoderModel(config)  # state-dict keys: encoder.* as in transformers' WhisperModel
@@ -88,7 +96,8 @@ class WhisperEncoder(Encoder):
 
     def saved_options(self) -> Options:
         """Architecture-only options (no path): rebuilds this encoder without the original checkpoint."""
-        return self.Options(max_batch_windows=self.options.max_batch_windows, **self.config.as_dict())
+        return self.Options(max_batch_windows=self.options.max_batch_windows,
+                            crop_from_layer=self.options.crop_from_layer, **self.config.as_dict())
 
     @property
     def n_mels(self) -> int:
@@ -165,24 +174,34 @@ class WhisperEncoder(Encoder):
         weight = self.encoder.conv1.weight
         x = x.to(device=weight.device, dtype=weight.dtype)  # (N, n_mels, 3000)
         frames = x.shape[-1] // 2
-        step = self.options.max_batch_windows
+        positions = torch.arange(frames, device=x.device)
+        if features.valid_lengths is None:
+            lengths = torch.full((x.shape[0],), frames, device=x.device)
+        else:
+            lengths = torch.tensor(features.valid_lengths, device=x.device, dtype=torch.long).reshape(-1)  # (N,)
+        mask = positions[None, :] < lengths[:, None]  # (N, 1500)
+        step, crop = self.options.max_batch_windows, self.options.crop_from_layer
         if x.shape[0] == 0:
             out = x.new_zeros(0, frames, self.output_dim)
         else:
-            out = torch.cat([self.encoder.stem(x[i:i + step], n) for i in range(0, x.shape[0], step)])  # (N, T, D)
-        positions = torch.arange(frames, device=x.device)
-        if features.valid_lengths is None:
-            mask = torch.ones(x.shape[0], frames, dtype=torch.bool, device=x.device)
-        else:
-            lengths = torch.tensor(features.valid_lengths, device=x.device)  # (N,)
-            mask = positions[None, :] < lengths[:, None]  # (N, 1500)
+            out = torch.cat([self.encoder.stem(x[i:i + step], n, lengths[i:i + step], crop)
+                             for i in range(0, x.shape[0], step)])  # (N, T, D)
         return MediaEmbeddings(embeddings=out, mask=mask)
 
     def forward_top(self, hidden: MediaEmbeddings, n: int) -> MediaEmbeddings:
         """Hidden states from :meth:`forward_stem` -> the encoder output (the last ``n`` layers + LayerNorm)."""
-        x, step = hidden.embeddings, self.options.max_batch_windows
-        out = torch.cat([self.encoder.top(x[i:i + step], n) for i in range(0, x.shape[0], step)]) if len(x) else x
+        x, step, crop = hidden.embeddings, self.options.max_batch_windows, self.options.crop_from_layer
+        lengths = hidden.mask.sum(dim=1)  # valid frames form a prefix of each row
+        out = (torch.cat([self.encoder.top(x[i:i + step], n, lengths[i:i + step], crop)
+                          for i in range(0, x.shape[0], step)]) if len(x) else x)
         return MediaEmbeddings(embeddings=out, mask=hidden.mask)
+
+    def cache_signature(self, top: int | None) -> str:
+        """``crop_from_layer`` when it changes the cached rows (the whole output, or the stem below ``top``)."""
+        crop = self.options.crop_from_layer
+        if crop is None or (top is not None and crop >= self.config.encoder_layers - top):
+            return ""
+        return f"crop_from_layer={crop}"
 
 
 @hookimpl

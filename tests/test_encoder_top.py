@@ -137,6 +137,12 @@ def test_reference_save_keeps_the_trained_top_only(tmp_path):
                                                      "encoders.speech.top_layers=null"])
     k = "encoders.speech.encoder.layer_norm.weight"
     assert torch.equal(frozen.state_dict()[k], model.state_dict()[k])
+    # an option set later (here by an override on a self-contained copy) survives the reference save
+    whole = model.save_pretrained(tmp_path / "whole")
+    again = Lyra.from_pretrained(whole, overrides=["encoders.speech.options.crop_from_layer=1"])
+    ref = json.loads((again.save_pretrained(tmp_path / "ref", reference_sources=True) / "lyra_config.json").read_text())
+    opts = ref["encoders"]["speech"]["options"]
+    assert opts["crop_from_layer"] == 1 and opts["path"] == str(src) and opts["d_model"] == 64
     # a file that lost its top weights is refused, naming them
     meta = {"format": "pt", "lyra_referenced": json.dumps(["encoders.speech", "llm"]),
             "lyra_top_layers": json.dumps({"encoders.speech": 1})}

@@ -36,9 +36,15 @@ class ComponentKind(str, Enum):
 
 
 class PluginOptions(BaseModel):
-    """Base of every plugin's ``Options`` model: unknown keys are refused."""
+    """Base of every plugin's ``Options`` model: unknown keys are refused.
+
+    ``runtime_fields`` names the options that change how a component runs, not which weights it loads: a
+    ``save_pretrained(reference_sources=True)`` keeps their current values over those recorded with the source
+    (an option changed by an override after the weights first loaded survives the save).
+    """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    runtime_fields: ClassVar[frozenset[str]] = frozenset()
 
 
 class Configurable:

@@ -134,7 +134,10 @@ class WhisperEncoderModel(nn.Module):
 
     def _layers(self, x: Tensor, start: int, stop: int, lengths: Tensor | None, crop_from: int | None) -> Tensor:
         """Layers ``start``..``stop - 1``; from ``crop_from`` on, row by row over each row's valid frames."""
-        cut = stop if crop_from is None or lengths is None else min(max(crop_from, start), stop)
+        if crop_from is None or lengths is None or x.is_meta:  # meta (shape-only) runs: same shapes uncropped
+            cut = stop
+        else:
+            cut = min(max(crop_from, start), stop)
         for layer in self.layers[start:cut]:
             x = layer(x)
         if cut == stop:

@@ -39,6 +39,8 @@ class WhisperEncoder(Encoder):
     class Options(PluginOptions):
         """Options of the ``whisper`` encoder."""
 
+        runtime_fields: ClassVar[frozenset[str]] = frozenset({"max_batch_windows", "crop_from_layer"})
+
         path: str | None = Field(None, description="checkpoint folder or file; None: random init from the fields below")
         format: Literal["auto", "hf", "openai", "ct2"] = Field("auto", description="checkpoint format; auto detects it")
         num_mel_bins: Literal[80, 128] = 80

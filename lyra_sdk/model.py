@@ -492,7 +492,7 @@ class Lyra(nn.Module):
             source = spec.options if weight_source(spec.options) else spec.source
             if path in referenced:
                 if source is spec.source:  # options changed since the source loaded (e.g. by an override) stay
-                    source = _with_changed_options(source, spec.options, module)
+                    source = _with_runtime_options(source, spec.options, module)
                 target.options = _absolute_sources(source, self.config.base_dir)
                 target.source = None
             else:
@@ -589,7 +589,7 @@ def weight_source(options: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _with_changed_options(source: Mapping[str, Any], options: Mapping[str, Any], module: nn.Module) -> dict[str, Any]:
+def _with_runtime_options(source: Mapping[str, Any], options: Mapping[str, Any], module: nn.Module) -> dict[str, Any]:
     """The ``source`` options (which load the weights) with the current values of the plugin's runtime options
     (:attr:`PluginOptions.runtime_fields`, e.g. Whisper's ``crop_from_layer`` set by a later override)."""
     runtime = getattr(getattr(module, "Options", None), "runtime_fields", frozenset())

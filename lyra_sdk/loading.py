@@ -58,10 +58,8 @@ def load_lyra(model: str | os.PathLike | None = None, config: str | os.PathLike 
         p = Path(model).expanduser()
         if p.is_file() and p.suffix in (".yaml", ".yml", ".json") and p.name != CONFIG_FILE:
             config, model = p, None
-        else:
-            if overrides:
-                raise LyraError("--set overrides apply to config files, not to saved model folders")
-            return Lyra.from_pretrained(p, host=host), None
+        else:  # overrides may change what does not touch the weights' shapes (see Lyra.from_pretrained)
+            return Lyra.from_pretrained(p, host=host, overrides=overrides), None
     note = None
     if config is None:
         return _load_default(overrides, host), None

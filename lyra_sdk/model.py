@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from .mechanisms.lora import AdapterSet, route_for_batch
 from .media.load import load_media
 from .paths import asset_root
 from .weights import read_json_config
-from .prompt import DEFAULT_SYSTEM, PLACEHOLDER_RE, Prompt, build_segments, check_prompt
+from .prompt import DEFAULT_SYSTEM, PLACEHOLDER_RE, Prompt, Segment, build_segments, check_prompt
 
 log = logging.getLogger(__name__)
 
@@ -319,17 +320,18 @@ class Lyra(nn.Module):
                                       max_tokens=max_media_tokens)
             for (b, _), item in zip(owners, items, strict=True):
                 encoded[b].setdefault(m, []).append(item)
-        raw_speech = None
-        if self._compression is not None and compress_speech:
-            raw_speech = [torch.cat([t for t, _ in e[Modality.SPEECH]]) if e.get(Modality.SPEECH) else None
-                          for e in encoded]
-            for e in encoded:
-                if Modality.SPEECH in e:
-                    e[Modality.SPEECH] = [(self.compress_speech(t), g) for t, g in e[Modality.SPEECH]]
         segments = []
         for p in prompts:
             system = self.config.system_prompt if p.system is DEFAULT_SYSTEM else p.system
             segments.append(build_segments(self.llm, p, system))
+        raw_speech = None
+        if self._compression is not None and compress_speech:
+            raw_speech = [torch.cat([t for t, _ in e[Modality.SPEECH]]) if e.get(Modality.SPEECH) else None
+                          for e in encoded]
+            for e, segs in zip(encoded, segments, strict=True):
+                if Modality.SPEECH in e:
+                    e[Modality.SPEECH] = [(self.compress_speech(t, _speech_context(segs, k)), g)
+                                          for k, (t, g) in enumerate(e[Modality.SPEECH])]
         batch = fuse(segments, encoded, self.llm.embed_tokens, self.llm.tokenizer.pad_token_id, padding_side,
                      device=self.device)
         if raw_speech is not None:
@@ -342,15 +344,24 @@ class Lyra(nn.Module):
         opts = self.config.speech_compression
         return opts if opts is not None and opts.mode != "none" else None
 
-    def compress_speech(self, tokens: Tensor) -> Tensor:
+    def compress_speech(self, tokens: Tensor, context: tuple[list[int], int | None] | None = None) -> Tensor:
         """One clip's projected (n, D) speech tokens -> the tokens the LLM reads: CTC-compressed when the config's
-        ``speech_compression`` is on (see :mod:`lyra_sdk.mechanisms.ctc_compression`), else unchanged."""
+        ``speech_compression`` is on (see :mod:`lyra_sdk.mechanisms.ctc_compression`), else unchanged.
+
+        ``context`` = (the prompt's token ids before the speech, the id right after it) lets ``decode: beam``
+        use the LLM (adapters off) as its prior; in training mode, or without a context, compression is greedy."""
         opts = self._compression
         if opts is None:
             return tokens
         from .mechanisms.ctc_compression import ctc_compress
 
-        return ctc_compress(tokens, self.llm.input_embeddings(), opts).tokens
+        table = self.llm.input_embeddings()
+        if opts.decode != "beam" or self.training or context is None or not context[0]:
+            return ctc_compress(tokens, table, opts).tokens
+        from .mechanisms.ctc_beam import BackbonePrior
+
+        with self.lora.using(None) if self.lora is not None else contextlib.nullcontext():
+            return ctc_compress(tokens, table, opts, BackbonePrior(self.llm, context[0]), context[1]).tokens
 
     def position_ids(self, batch: FusedBatch) -> Tensor:
         """Positions for a fused batch (1-D, or 3-D for M-RoPE backbones)."""
@@ -650,6 +661,19 @@ def _spec_at(cfg: LyraConfig, path: str) -> ComponentSpec:
     if not tail:
         return getattr(cfg, head)
     return getattr(cfg, head)[Modality(tail)]
+
+
+def _speech_context(segments: Sequence[Segment], k: int) -> tuple[list[int], int | None]:
+    """The text token ids before a prompt's ``k``-th speech slot, and the first text id after it (None at the
+    end): what an LM prior over the transcript conditions on and should continue into."""
+    before: list[int] = []
+    for i, seg in enumerate(segments):
+        if seg.modality is Modality.SPEECH and seg.index == k:
+            after = next((s.ids[0] for s in segments[i + 1:] if s.modality is None and s.ids), None)
+            return before, after
+        if seg.modality is None:
+            before += seg.ids
+    return before, None
 
 
 def _check_wordless_speech(prompts: Sequence[Prompt], refs: Sequence[Mapping[Modality, Sequence[Any]]],

@@ -83,3 +83,16 @@ def test_eval_cli_errors(capsys, tmp_path):
     assert "nothing to evaluate" in capsys.readouterr().err
     assert run_cli(["eval", "--asr", str(tmp_path / "none.json")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_eval_cli_takes_overrides_for_a_saved_folder(capsys, tmp_path, audio_model, write_word_tones):
+    (tmp_path / "data").mkdir()
+    data = write_word_tones(tmp_path / "data", 2)
+    folder = audio_model.save_pretrained(tmp_path / "model")
+    out = tmp_path / "out.json"
+    args = ["eval", "--model", str(folder), "--asr", str(data / "train.json"), "--json", str(out)]
+    assert run_cli([*args, "--set", "speech_compression.mode=ctc"]) == 0, capsys.readouterr().err
+    metrics = json.loads(out.read_text())["metrics"]
+    assert metrics["overrides"] == ["speech_compression.mode=ctc"] and metrics["asr"]["n"] == 2
+    assert run_cli([*args, "--set", "speech_compression.decode=beam"]) == 2  # beam needs output: embeddings
+    assert "output: embeddings" in capsys.readouterr().err

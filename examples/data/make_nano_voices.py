@@ -32,20 +32,31 @@ VARIANTS = ["adam", "Alex", "Alicia", "Andrea", "Andy", "Annie", "antonio", "aun
             "m2", "m3", "m4", "m5", "m7", "m8", "klatt", "klatt2", "klatt3", "grandpa", "norbert"]
 
 
+def check_pool() -> None:
+    """Refuse a pool that holds a held-out variant or the held-out accent."""
+    held_variants = {v.split("+")[1] for v, _, _ in EVAL_VOICES}
+    held_accents = {v.split("+")[0] for v, _, _ in EVAL_VOICES} - {v.split("+")[0] for v, _, _ in TRAIN_VOICES}
+    bad = (held_variants & set(VARIANTS)) | (held_accents & set(ACCENTS))
+    if bad:
+        raise SystemExit(f"the voice pool uses held-out voices: {sorted(bad)}")
+
+
+def wide_voice(rng: random.Random) -> tuple[str, int, int]:
+    """One voice of the wide pool: a training accent + one of 60 variants, speed 135-185, pitch 25-75."""
+    return f"{rng.choice(ACCENTS)}+{rng.choice(VARIANTS)}", rng.randint(135, 185), rng.randint(25, 75)
+
+
 def build(out: Path, seed: int, workers: int) -> dict:
     src = out / "stage1_paragraphs.json"
     if not src.is_file():
         raise SystemExit(f"{src} is missing: run make_nano_paragraphs.py --out {out} first")
-    held_variants = {v.split("+")[1] for v, _, _ in EVAL_VOICES}
-    held_accents = {v.split("+")[0] for v, _, _ in EVAL_VOICES} - {v.split("+")[0] for v, _, _ in TRAIN_VOICES}
-    if held_variants & set(VARIANTS) or held_accents & set(ACCENTS):
-        raise SystemExit(f"the voice pool uses held-out voices: {sorted((held_variants & set(VARIANTS)) | (held_accents & set(ACCENTS)))}")
+    check_pool()
     texts = [r["speech_asr"] for r in json.loads(src.read_text(encoding="utf-8"))]
     rng = random.Random(seed + 13)
     jobs, records = [], []
     for i, text in enumerate(texts):
-        name = f"{rng.choice(ACCENTS)}+{rng.choice(VARIANTS)}"
-        voice = (name, rng.randint(135, 185), rng.randint(25, 75))
+        voice = wide_voice(rng)
+        name = voice[0]
         wav = f"audio/voices_{i:05d}.wav"
         jobs.append((text, voice, str(out / wav)))
         records.append(asr_record(f"train-voices-{i}", wav, text, name))

@@ -14,9 +14,16 @@ tokens onto the LLM's word pieces, so what it needs is every word piece heard a 
 3. speaks each clip with a training accent/variant at a jittered speed and pitch (held-out voices share no
    accent+variant with these); the transcript is the words joined by spaces.
 
+A second set (recipe 7) hears the common words more often and in more voices: uniform draws over the ``--top``
+most frequent pieces, each clip in a voice of the wide pool of make_nano_voices.py (7 training accents x 60
+variants, none held out):
+
+    python examples/data/make_nano_wordlists.py --name wordlists_common --top 12000 --voice-pool wide \
+        --clips 3000 --seed 1
+
 No held-out sentence is spoken (a clip is a random word list); held-out sentences' words are in the list as
 much as any other word of the vocabulary. Writes OUT/audio/words_*.wav and OUT/stage1_wordlists.json (the Lyra
-ASR format) and adds its counts to OUT/stats.json.
+ASR format; ``--name`` picks another set name) and adds its counts to OUT/stats.json.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from pathlib import Path
 
 from espeak import speak_clips, update_stats  # examples/data is on sys.path when run as a script
 from make_nano_dataset import TRAIN_VOICES, asr_record
+from make_nano_voices import check_pool, wide_voice
 
 WORD_PIECE = re.compile(r"[A-Za-z]{3,}")
 
@@ -49,28 +57,50 @@ def vocabulary(config: str) -> list[str]:
     return [w for _, w in sorted(words)]
 
 
-def build(out: Path, config: str, seed: int, clips: int, words: tuple[int, int], workers: int) -> dict:
-    if not (out / "asr_eval.json").is_file():
-        raise SystemExit(f"{out / 'asr_eval.json'} is missing: run make_nano_dataset.py --out {out} first")
-    vocab = vocabulary(config)
-    sys.stderr.write(f"{len(vocab)} word pieces\n")
+def plan(vocab: list[str], seed: int, clips: int, words: tuple[int, int], top: int = 0,
+         voice_pool: str = "train") -> list[tuple[str, tuple[str, int, int]]]:
+    """The clips' (text, (voice, speed, pitch)): ``words`` pieces per clip from ``vocab`` (frequent first), drawn
+    uniformly from the first ``top`` (0: from all, weight 1 / sqrt(rank + 50)); deterministic in ``seed``."""
     rng = random.Random(seed + 11)
-    weights = [1.0 / (rank + 50) ** 0.5 for rank in range(len(vocab))]
-    jobs, records = [], []
+    if top:
+        vocab = vocab[:top]
+        weights = [1.0] * len(vocab)
+    else:
+        weights = [1.0 / (rank + 50) ** 0.5 for rank in range(len(vocab))]
+    out = []
     for i in range(clips):
         text = " ".join(rng.choices(vocab, weights, k=rng.randint(*words)))
-        name, speed, pitch = TRAIN_VOICES[i % len(TRAIN_VOICES)]
-        voice = (name, speed + rng.randint(-15, 15), max(0, min(99, pitch + rng.randint(-10, 10))))
-        wav = f"audio/words_{i:05d}.wav"
+        if voice_pool == "wide":
+            voice = wide_voice(rng)
+        else:
+            base, speed, pitch = TRAIN_VOICES[i % len(TRAIN_VOICES)]
+            voice = (base, speed + rng.randint(-15, 15), max(0, min(99, pitch + rng.randint(-10, 10))))
+        out.append((text, voice))
+    return out
+
+
+def build(out: Path, config: str, seed: int, clips: int, words: tuple[int, int], workers: int,
+          name: str = "wordlists", top: int = 0, voice_pool: str = "train") -> dict:
+    if not (out / "asr_eval.json").is_file():
+        raise SystemExit(f"{out / 'asr_eval.json'} is missing: run make_nano_dataset.py --out {out} first")
+    if voice_pool == "wide":
+        check_pool()
+    vocab = vocabulary(config)
+    sys.stderr.write(f"{len(vocab)} word pieces\n")
+    prefix = "words" if name == "wordlists" else name
+    jobs, records = [], []
+    for i, (text, voice) in enumerate(plan(vocab, seed, clips, words, top, voice_pool)):
+        wav = f"audio/{prefix}_{i:05d}.wav"
         jobs.append((text, voice, str(out / wav)))
-        records.append(asr_record(f"train-words-{i}", wav, text, name))
-    for old in (out / "audio").glob("words_*.wav"):
+        records.append(asr_record(f"train-{prefix}-{i}", wav, text, voice[0]))
+    for old in (out / "audio").glob(f"{prefix}_*.wav"):
         old.unlink()
     seconds = speak_clips(jobs, workers)
-    (out / "stage1_wordlists.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
+    (out / f"stage1_{name}.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
     heard = {w for r in records for w in r["speech_asr"].split()}
-    return update_stats(out, {"stage1_wordlists.json": len(records), "wordlist_pieces": len(vocab),
-                              "wordlist_pieces_heard": len(heard), "wordlist_hours": round(seconds / 3600, 2)})
+    key = "wordlist" if name == "wordlists" else name
+    return update_stats(out, {f"stage1_{name}.json": len(records), f"{key}_pieces": len(vocab),
+                              f"{key}_pieces_heard": len(heard), f"{key}_hours": round(seconds / 3600, 2)})
 
 
 def main() -> None:
@@ -83,13 +113,23 @@ def main() -> None:
     ap.add_argument("--min-words", type=int, default=38)
     ap.add_argument("--max-words", type=int, default=46, help="keep a clip under Whisper's 30 s window")
     ap.add_argument("--workers", type=int, default=2, help="espeak-ng processes")
+    ap.add_argument("--name", default="wordlists", help="set name: OUT/stage1_NAME.json (default: wordlists)")
+    ap.add_argument("--top", type=int, default=0,
+                    help="draw uniformly from the TOP most frequent pieces (0 = all, frequent ones more often)")
+    ap.add_argument("--voice-pool", choices=["train", "wide"], default="train",
+                    help="train = the 10 training voices; wide = make_nano_voices.py's pool")
     args = ap.parse_args()
+    if not re.fullmatch(r"[a-z0-9_]+", args.name):
+        raise SystemExit("--name takes lower-case letters, digits and _")
+    if args.top < 0:
+        raise SystemExit("--top must be 0 (all) or positive")
     if shutil.which("espeak-ng") is None:
         raise SystemExit("espeak-ng is not installed: apt-get install espeak-ng")
     if not 0 < args.min_words <= args.max_words:
         raise SystemExit("need 0 < --min-words <= --max-words")
     sys.stderr.write(json.dumps(build(args.out, args.config, args.seed, args.clips,
-                                      (args.min_words, args.max_words), args.workers)) + "\n")
+                                      (args.min_words, args.max_words), args.workers, args.name, args.top,
+                                      args.voice_pool)) + "\n")
 
 
 if __name__ == "__main__":

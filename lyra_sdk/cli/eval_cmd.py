@@ -16,6 +16,8 @@ out = Console(highlight=False)
 def evaluate(
     model: Path | None = typer.Option(None, "--model", "-m", help="saved model folder (default: the embedded model)"),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML/JSON model config"),
+    overrides: list[str] = typer.Option(None, "--set", "-s",
+                                        help="dotted config override, e.g. speech_compression.decode=beam"),
     asr: Path | None = typer.Option(None, "--asr", help="JSON records (speech, speech_asr, conversations) for WER"),
     qa: Path | None = typer.Option(None, "--qa", help="JSON records of spoken questions for spoken-vs-typed agreement"),
     limit: int | None = typer.Option(None, "--limit", min=1, help="use only the first N records of each file"),
@@ -43,12 +45,12 @@ def evaluate(
         raise LyraError("--readout scores the --asr records: give --asr FILE too")
     asr_recs = load_records(asr, limit) if asr is not None else None
     qa_recs = load_records(qa, limit) if qa is not None else None
-    lyra, note = load_lyra(model, config)
+    lyra, note = load_lyra(model, config, overrides or [])
     if note:
         err.print(f"[yellow]note:[/] {note}")
     lyra.to(resolve_device(device))
     scorer = SentenceJudge(judge) if qa_recs is not None and judge.lower() != "none" else None
-    metrics: dict = {"model": str(model or config or "embedded default")}
+    metrics: dict = {"model": str(model or config or "embedded default"), "overrides": list(overrides or [])}
     details: dict = {}
     bar = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    console=err)

@@ -18,6 +18,12 @@ LLM's own input embeddings under that vector's posterior over the word pieces (b
 an LLM that never saw speech reads a confident clip as if it were typed. Either way the kept tokens keep
 their gradient (through the softmax for ``embeddings``); which tokens are kept is a hard decision.
 
+With ``decode: beam`` (inference only: a model in training mode compresses greedily, so gradients flow as
+above), the word piece of each group is instead chosen by a beam search fused with the LLM's own prior over
+the prompt's text before the speech (:mod:`~lyra_sdk.mechanisms.ctc_beam`), and the LLM reads the chosen
+pieces' input embeddings: exactly what typing that transcript gives. Clips of more than ``beam_max_groups``
+groups (long recordings) are compressed greedily.
+
 A clip whose tokens are all blank keeps its least-blank token, so a prompt never loses its speech slot.
 Enable it per model with ``speech_compression: {mode: ctc}`` in the config; the temperature and blank score
 must be those the projector was trained with (``loss.asr_ctc_temperature`` / ``loss.asr_ctc_blank``).
@@ -25,13 +31,17 @@ must be those the projector was trained with (``loss.asr_ctc_temperature`` / ``l
 
 from __future__ import annotations
 
+import logging
 from typing import Literal, NamedTuple
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
+from .ctc_beam import LMPrior, lm_beam_search
 from .vocab_ctc import VocabCTCInputError, vocab_ctc_logits
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CompressionResult", "SpeechCompressionOptions", "ctc_compress"]
 
@@ -53,6 +63,21 @@ class SpeechCompressionOptions(BaseModel):
                               "embeddings under its posterior (blank left out)")
     temperature: float = Field(0.06, gt=0.0, description="as loss.asr_ctc_temperature when the projector trained")
     blank_logit: float | None = Field(None, description="as loss.asr_ctc_blank (None = ln V + 4)")
+    decode: Literal["greedy", "beam"] = Field(
+        "greedy", description="greedy = each group's posterior mix; beam = word pieces chosen by a beam search fused "
+                              "with the LLM's prior (inference only; needs output: embeddings)")
+    beam_size: int = Field(4, ge=1, description="hypotheses kept (decode: beam)")
+    beam_candidates: int = Field(6, ge=1, description="word pieces offered per group (decode: beam)")
+    lm_weight: float = Field(0.3, ge=0.0, description="weight of the LLM's log-probability (decode: beam)")
+    skip_score: float = Field(-3.0, le=0.0, description="score of dropping a group altogether (decode: beam)")
+    token_bonus: float = Field(0.5, description="score added per kept word piece (decode: beam)")
+    beam_max_groups: int = Field(256, ge=1, description="longer clips are compressed greedily (decode: beam)")
+
+    @model_validator(mode="after")
+    def _beam_reads_embeddings(self) -> "SpeechCompressionOptions":
+        if self.decode == "beam" and self.output != "embeddings":
+            raise ValueError("decode: beam chooses word pieces, so it needs output: embeddings")
+        return self
 
 
 class CompressionResult(NamedTuple):
@@ -64,8 +89,13 @@ class CompressionResult(NamedTuple):
     """(m,) int64: the first original position each compressed token stands for."""
 
 
-def ctc_compress(tokens: Tensor, vocab_embeds: Tensor, options: SpeechCompressionOptions | None = None) -> CompressionResult:
-    """Compress one clip's (n, d) speech tokens (see the module docstring); ``mode: none`` returns them as-is."""
+def ctc_compress(tokens: Tensor, vocab_embeds: Tensor, options: SpeechCompressionOptions | None = None,
+                 prior: LMPrior | None = None, end_id: int | None = None) -> CompressionResult:
+    """Compress one clip's (n, d) speech tokens (see the module docstring); ``mode: none`` returns them as-is.
+
+    With ``decode: beam`` and a ``prior`` (the LLM over the prompt's text before the speech; ``end_id`` its
+    end-of-turn token), each group's word piece is chosen by :func:`~lyra_sdk.mechanisms.ctc_beam.lm_beam_search`;
+    without a prior, compression is greedy."""
     options = options or SpeechCompressionOptions()
     if not isinstance(tokens, Tensor) or tokens.ndim != 2 or not tokens.is_floating_point():
         got = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
@@ -96,8 +126,33 @@ def ctc_compress(tokens: Tensor, vocab_embeds: Tensor, options: SpeechCompressio
             0, group_of, torch.ones_like(group_of, dtype=tokens.dtype))
     sums = tokens.new_zeros(m, tokens.shape[1]).index_add(0, group_of, tokens[idx])
     out = sums / counts[:, None]
+    if options.decode == "beam" and prior is not None:
+        if m <= options.beam_max_groups:
+            return _beam(out, idx[new], vocab_embeds, options, prior, end_id)
+        log.info("speech of %d word-piece groups is longer than beam_max_groups=%d: compressed greedily",
+                 m, options.beam_max_groups)
     if options.output == "embeddings":
         table = vocab_embeds.float()
         out = torch.cat([(vocab_ctc_logits(piece, vocab_embeds, options.temperature, options.blank_logit)[:, :-1]
                           .softmax(-1) @ table) for piece in out.split(CHUNK)]).to(tokens.dtype)
     return CompressionResult(out, idx[new])
+
+
+@torch.no_grad()
+def _beam(groups: Tensor, starts: Tensor, vocab_embeds: Tensor, options: SpeechCompressionOptions, prior: LMPrior,
+          end_id: int | None) -> CompressionResult:
+    """Choose each group's word piece by the LM-fused beam search; the LLM reads their own embeddings."""
+    k = min(options.beam_candidates, vocab_embeds.shape[0])
+    cands = []
+    for piece in groups.split(CHUNK):
+        lp = vocab_ctc_logits(piece, vocab_embeds, options.temperature, options.blank_logit)[:, :-1].log_softmax(-1)
+        top = lp.topk(k, dim=-1)
+        cands += [list(zip(i.tolist(), v.tolist(), strict=True)) for i, v in zip(top.indices, top.values, strict=True)]
+    chosen = lm_beam_search(cands, prior, end_id, options.beam_size, options.lm_weight, options.skip_score,
+                            options.token_bonus)
+    if not chosen:  # every group skipped: keep the surest one, so the prompt keeps its speech slot
+        g = max(range(len(cands)), key=lambda i: cands[i][0][1])
+        chosen = [(g, cands[g][0][0])]
+    ids = torch.tensor([t for _, t in chosen], device=vocab_embeds.device)
+    where = torch.tensor([g for g, _ in chosen], device=starts.device)
+    return CompressionResult(vocab_embeds[ids].to(groups.dtype), starts[where])

@@ -1,0 +1,155 @@
+"""LM-fused beam search over CTC-compressed speech (lyra_sdk.mechanisms.ctc_beam, speech_compression.decode)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lyra_sdk import ConfigError, LyraConfig
+from lyra_sdk.prompt import Prompt
+from lyra_sdk.interfaces import Modality
+from lyra_sdk.mechanisms.ctc_beam import BackbonePrior, PriorState, lm_beam_search
+from lyra_sdk.mechanisms.ctc_compression import SpeechCompressionOptions, ctc_compress
+
+
+class BigramPrior:
+    """A toy LM: log P(next | last token) from a table; counts its steps."""
+
+    def __init__(self, table: dict[int, dict[int, float]], vocab: int = 8) -> None:
+        self.table, self.vocab, self.steps = table, vocab, 0
+
+    def _state(self, last: int) -> PriorState:
+        lp = torch.full((self.vocab,), math.log(1e-3))
+        for t, p in self.table.get(last, {}).items():
+            lp[t] = math.log(p)
+        return PriorState(lp, last, torch.zeros(1, 1), 0)
+
+    def start(self) -> PriorState:
+        return self._state(-1)
+
+    def step(self, state: PriorState, token_id: int) -> PriorState:
+        self.steps += 1
+        return self._state(token_id)
+
+
+A, B = math.log(0.6), math.log(0.4)
+
+
+def test_the_prior_overrules_a_close_acoustic_call_and_weight_zero_is_greedy():
+    cands = [[(1, 0.0)], [(2, A), (3, B)], [(4, 0.0)]]  # the acoustics prefer 2 over 3, narrowly
+    prior = BigramPrior({-1: {1: 0.9}, 1: {3: 0.9, 2: 0.001}, 3: {4: 0.9}, 2: {4: 0.9}})
+    fused = lm_beam_search(cands, prior, None, beam_size=4, lm_weight=1.0)
+    assert fused == [(0, 1), (1, 3), (2, 4)]
+    greedy = lm_beam_search(cands, prior, None, beam_size=1, lm_weight=0.0, skip_score=-1e9)
+    assert greedy == [(0, 1), (1, 2), (2, 4)]
+
+
+def test_an_unlikely_group_is_skipped_and_the_end_of_turn_counts():
+    cands = [[(1, 0.0)], [(5, math.log(0.02))], [(4, 0.0)]]  # a spurious piece between two sure ones
+    prior = BigramPrior({-1: {1: 0.9}, 1: {4: 0.9}, 4: {7: 0.9}})
+    assert lm_beam_search(cands, prior, 7, lm_weight=1.0, skip_score=-2.0, token_bonus=0.0) == [(0, 1), (2, 4)]
+    assert lm_beam_search(cands, prior, 7, lm_weight=0.0, skip_score=-5.0, token_bonus=0.0) == [(0, 1), (1, 5), (2, 4)]
+    # two readings tie on acoustics and on the LM inside the turn; only the end-of-turn score separates them
+    tie = [[(1, math.log(0.5)), (2, math.log(0.5))]]
+    ends = BigramPrior({-1: {1: 0.5, 2: 0.5}, 1: {7: 0.01}, 2: {7: 0.9}})
+    assert lm_beam_search(tie, ends, 7, lm_weight=1.0, skip_score=-9.0) == [(0, 2)]
+    with pytest.raises(ValueError, match="beam_size"):
+        lm_beam_search(tie, ends, 7, beam_size=0)
+
+
+def test_backbone_prior_matches_full_forwards_and_leaves_its_states_usable(text_model):
+    llm = text_model.llm
+    ctx = llm.tokenizer.encode("Hello there, how are")
+    prior = BackbonePrior(llm, ctx)
+
+    def full(ids: list[int]) -> torch.Tensor:
+        t = torch.tensor([ids])
+        mask = torch.ones_like(t)
+        with torch.no_grad():
+            out = llm(llm.embed_tokens(t), mask, position_ids=llm.position_ids(mask))
+        return out.logits[0, -1].float().log_softmax(-1)
+
+    s0 = prior.start()
+    torch.testing.assert_close(s0.logprobs, full(ctx), atol=1e-5, rtol=0)
+    a, b = 11, 257
+    s1 = prior.step(s0, a)
+    s1_again = prior.step(s0, a)  # the parent state was not extended in place
+    torch.testing.assert_close(s1.logprobs, full(ctx + [a]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(s1_again.logprobs, s1.logprobs)
+    s2 = prior.step(s1, b)
+    torch.testing.assert_close(s2.logprobs, full(ctx + [a, b]), atol=1e-5, rtol=0)
+    assert s2.length == len(ctx) + 2
+    with pytest.raises(ValueError, match="context"):
+        BackbonePrior(llm, [])
+
+
+def _clip(table: torch.Tensor, says: list[int | None]) -> torch.Tensor:
+    return torch.stack([table[v] * 40.0 if v is not None else torch.zeros(table.shape[1]) for v in says])
+
+
+def test_ctc_compress_with_a_prior_reads_the_chosen_pieces_embeddings():
+    torch.manual_seed(0)
+    table = torch.linalg.qr(torch.randn(16, 8))[0].T.contiguous()  # (8, 16) orthonormal rows
+    x = _clip(table, [1, 1, None, 2, None, 4])
+    x[3] = 0.55 * table[2] * 40 + 0.45 * table[3] * 40  # group 2 says 2, or maybe 3
+    opts = SpeechCompressionOptions(output="embeddings", decode="beam", temperature=1.0, lm_weight=1.0,
+                                    blank_logit=10.0)
+    prior = BigramPrior({-1: {1: 0.9}, 1: {3: 0.9}, 3: {4: 0.9}})
+    out = ctc_compress(x, table, opts, prior, None)
+    assert out.groups.tolist() == [0, 3, 5]
+    torch.testing.assert_close(out.tokens, table[[1, 3, 4]])  # exactly the typed pieces
+    greedy = ctc_compress(x, table, opts)  # no prior: greedy posterior mix
+    assert greedy.groups.tolist() == [0, 3, 5] and not torch.allclose(greedy.tokens[1], table[3], atol=1e-2)
+    many = ctc_compress(x, table, opts.model_copy(update={"beam_max_groups": 2}), prior, None)  # too long: greedy
+    torch.testing.assert_close(many.tokens, greedy.tokens)
+    skip_all = opts.model_copy(update={"skip_score": 0.0, "token_bonus": -100.0})
+    kept = ctc_compress(x, table, skip_all, BigramPrior({}), None)
+    assert kept.tokens.shape[0] == 1  # never an empty speech slot
+
+
+def test_beam_needs_embeddings_output(tiny_config):
+    with pytest.raises(ConfigError, match="output: embeddings"):
+        LyraConfig.from_dict(tiny_config(), ["speech_compression.decode=beam"])
+    cfg = LyraConfig.from_dict(tiny_config(), ["speech_compression.decode=beam",
+                                               "speech_compression.output=embeddings"])
+    assert cfg.speech_compression.lm_weight == 0.3 and cfg.speech_compression.beam_size == 4
+
+
+def test_model_uses_the_prompt_context_at_inference_and_greedy_in_training(audio_model, tone, monkeypatch):
+    import lyra_sdk.mechanisms.ctc_beam as beam_mod
+    from lyra_sdk.prompt import build_segments
+
+    model = audio_model
+    seen = []
+
+    class Recording(BackbonePrior):
+        def __init__(self, llm, context_ids):
+            seen.append(list(context_ids))
+            super().__init__(llm, context_ids)
+
+    monkeypatch.setattr(beam_mod, "BackbonePrior", Recording)
+    prompt = Prompt("Listen: <speech>\nTranscribe it.", {"speech": [tone(0.6)]})
+    base = dict(output="embeddings", temperature=1.0, blank_threshold=1.0, beam_size=2, beam_candidates=3)
+    saved, was_training = model.config.speech_compression, model.training
+    try:
+        model.config.speech_compression = SpeechCompressionOptions(decode="beam", **base)
+        model.eval()
+        batch = model.prepare([prompt])
+        segs = build_segments(model.llm, prompt, model.config.system_prompt)
+        slot = next(i for i, s in enumerate(segs) if s.modality is Modality.SPEECH)
+        assert seen == [[t for s in segs[:slot] if s.modality is None for t in s.ids]]
+        speech = batch.inputs_embeds[0][batch.media_mask[0]]
+        table = model.llm.input_embeddings()
+        nearest = (speech @ table.T).argmax(-1)
+        torch.testing.assert_close(speech, table[nearest])  # rows of the table: typed-like input
+        model.train()
+        trained = model.prepare([prompt])
+        model.config.speech_compression = SpeechCompressionOptions(decode="greedy", **base)
+        greedy = model.prepare([prompt])
+        assert len(seen) == 1  # training mode never ran the search
+        torch.testing.assert_close(trained.inputs_embeds, greedy.inputs_embeds)
+    finally:
+        model.config.speech_compression = saved
+        model.train(was_training)

@@ -1,0 +1,55 @@
+"""lyra-nano's data scripts (examples/data): the held-out voices stay unheard, word lists are deterministic."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).resolve().parents[1] / "examples" / "data"
+sys.path.insert(0, str(DATA))
+
+import make_nano_voices as voices  # noqa: E402
+import make_nano_wordlists as wordlists  # noqa: E402
+from make_nano_dataset import EVAL_VOICES, TRAIN_VOICES  # noqa: E402
+
+VOCAB = [f"word{i}" for i in range(100)]  # frequent first, as vocabulary() returns them
+
+
+def test_wide_pool_never_uses_a_held_out_voice():
+    import random
+
+    voices.check_pool()
+    held_variants = {v.split("+")[1] for v, _, _ in EVAL_VOICES}
+    held_accents = {v.split("+")[0] for v, _, _ in EVAL_VOICES} - {v.split("+")[0] for v, _, _ in TRAIN_VOICES}
+    rng = random.Random(0)
+    for _ in range(3000):
+        name, speed, pitch = voices.wide_voice(rng)
+        accent, variant = name.split("+")
+        assert variant not in held_variants and accent not in held_accents
+        assert 135 <= speed <= 185 and 25 <= pitch <= 75
+
+
+def test_check_pool_refuses_a_held_out_variant(monkeypatch):
+    monkeypatch.setattr(voices, "VARIANTS", [*voices.VARIANTS, EVAL_VOICES[1][0].split("+")[1]])
+    with pytest.raises(SystemExit, match="held-out voices"):
+        voices.check_pool()
+
+
+def test_word_list_plan_is_deterministic_and_top_limits_the_draw():
+    a = wordlists.plan(VOCAB, 1, 50, (5, 8), top=10, voice_pool="wide")
+    assert a == wordlists.plan(VOCAB, 1, 50, (5, 8), top=10, voice_pool="wide")
+    assert a != wordlists.plan(VOCAB, 2, 50, (5, 8), top=10, voice_pool="wide")
+    drawn = [w for text, _ in a for w in text.split()]
+    assert set(drawn) <= set(VOCAB[:10]) and len(set(drawn)) == 10  # uniform over the 10 most frequent
+    assert all(5 <= len(text.split()) <= 8 for text, _ in a)
+    assert len({v for _, (v, _, _) in a}) > 10  # the wide pool, not the 10 training voices
+
+    b = wordlists.plan(VOCAB, 0, 200, (5, 8))  # the original set: all pieces, training voices in turn
+    assert {v for _, (v, _, _) in b} == {v for v, _, _ in TRAIN_VOICES}
+    counts = {w: 0 for w in VOCAB}
+    for text, _ in b:
+        for w in text.split():
+            counts[w] += 1
+    assert sum(counts[w] for w in VOCAB[:10]) > sum(counts[w] for w in VOCAB[-10:])  # frequent ones more often

@@ -96,3 +96,12 @@ def test_eval_cli_takes_overrides_for_a_saved_folder(capsys, tmp_path, audio_mod
     assert metrics["overrides"] == ["speech_compression.mode=ctc"] and metrics["asr"]["n"] == 2
     assert run_cli([*args, "--set", "speech_compression.decode=beam"]) == 2  # beam needs output: embeddings
     assert "output: embeddings" in capsys.readouterr().err
+
+
+def test_export_saves_its_overrides(tmp_path, audio_model):
+    folder = audio_model.save_pretrained(tmp_path / "model")
+    sets = ["speech_compression.mode=ctc", "speech_compression.output=embeddings", "speech_compression.decode=beam"]
+    args = ["export", str(tmp_path / "out"), "--model", str(folder), "--dtype", "float16"]
+    assert run_cli([*args, *[a for s in sets for a in ("--set", s)]]) == 0
+    saved = json.loads((tmp_path / "out" / "lyra_config.json").read_text())["speech_compression"]
+    assert saved["decode"] == "beam" and saved["output"] == "embeddings"

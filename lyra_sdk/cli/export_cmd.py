@@ -20,6 +20,8 @@ def export(
                                            help="leave out frozen weights that load from their sources (pkg:, paths); "
                                                 "keep trained ones (projectors, LoRA)"),
     dtype: str | None = typer.Option(None, "--dtype", help="storage dtype of the saved tensors: float16, bfloat16, float32"),
+    overrides: list[str] = typer.Option(None, "--set", "-s", help="dotted config override saved with the export, "
+                                        "e.g. speech_compression.decode=beam"),
 ) -> None:
     """Write a model folder loadable with --model / Lyra.from_pretrained: with --merge, a plain model with a
     LoRA route merged; with --reference-sources, only the trained weights (a few MB over packaged bases)."""
@@ -34,7 +36,7 @@ def export(
         raise LyraError("--merge changes the LLM's weights, so they cannot be referenced from their source")
     if out.exists() and any(out.iterdir()):
         raise LyraError(f"output folder {out} exists and is not empty")
-    lyra, _ = load_lyra(model, config)
+    lyra, _ = load_lyra(model, config, overrides or [])
     if merge is not None:
         if dtype is not None:
             raise LyraError("--dtype applies to --reference-sources exports, not to --merge")

@@ -10,7 +10,7 @@ all (a spurious group: score ``skip_score``), and a beam of ``beam_size`` hypoth
 .. math::
 
     \sum_g \big[\log p(v_g \mid g) + \lambda \log P_{\mathrm{LLM}}(v_g \mid \text{context}, v_{<g}) + \beta\big]
-    + \lambda \log P_{\mathrm{LLM}}(\text{end of turn} \mid \ldots)
+    + \lambda \log P_{\mathrm{LLM}}(\text{the prompt's next token, e.g. the end of the turn} \mid \ldots)
 
 (shallow fusion; :math:`\lambda` = ``lm_weight``, :math:`\beta` = ``token_bonus`` per kept piece, which keeps
 the LM from preferring to skip). The context is the prompt's text before the speech (system prompt and the

@@ -328,9 +328,10 @@ class Lyra(nn.Module):
         if self._compression is not None and compress_speech:
             raw_speech = [torch.cat([t for t, _ in e[Modality.SPEECH]]) if e.get(Modality.SPEECH) else None
                           for e in encoded]
+            beam = self._compression.decode == "beam" and not self.training  # only the beam reads the context
             for e, segs in zip(encoded, segments, strict=True):
                 if Modality.SPEECH in e:
-                    e[Modality.SPEECH] = [(self.compress_speech(t, _speech_context(segs, k)), g)
+                    e[Modality.SPEECH] = [(self.compress_speech(t, _speech_context(segs, k) if beam else None), g)
                                           for k, (t, g) in enumerate(e[Modality.SPEECH])]
         batch = fuse(segments, encoded, self.llm.embed_tokens, self.llm.tokenizer.pad_token_id, padding_side,
                      device=self.device)

@@ -93,8 +93,8 @@ def ctc_compress(tokens: Tensor, vocab_embeds: Tensor, options: SpeechCompressio
                  prior: LMPrior | None = None, end_id: int | None = None) -> CompressionResult:
     """Compress one clip's (n, d) speech tokens (see the module docstring); ``mode: none`` returns them as-is.
 
-    With ``decode: beam`` and a ``prior`` (the LLM over the prompt's text before the speech; ``end_id`` its
-    end-of-turn token), each group's word piece is chosen by :func:`~lyra_sdk.mechanisms.ctc_beam.lm_beam_search`;
+    With ``decode: beam`` and a ``prior`` (the LLM over the prompt's text before the speech; ``end_id`` the
+    prompt's token right after the speech, e.g. the end of the user turn), each group's word piece is chosen by :func:`~lyra_sdk.mechanisms.ctc_beam.lm_beam_search`;
     without a prior, compression is greedy."""
     options = options or SpeechCompressionOptions()
     if not isinstance(tokens, Tensor) or tokens.ndim != 2 or not tokens.is_floating_point():

@@ -90,8 +90,8 @@ def lm_beam_search(candidates: Sequence[Sequence[tuple[int, float]]], prior: LMP
     """Pick one word piece (or none) per group; returns the kept ``(group index, token id)`` pairs in order.
 
     ``candidates[g]`` lists group ``g``'s ``(token id, CTC log posterior)`` options, best first. With
-    ``lm_weight`` 0 and a very low ``skip_score`` this is the greedy choice. ``end_id`` (the prompt's token after the speech, e.g. the end of the turn)
-    scores how well each finished hypothesis ends; None skips that term.
+    ``lm_weight`` 0 and a very low ``skip_score`` this is the greedy choice. ``end_id`` (the prompt's token
+    after the speech, e.g. the end of the turn) scores how well each finished hypothesis ends; None skips it.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be at least 1, got {beam_size}")

@@ -292,7 +292,9 @@ class Lyra(nn.Module):
         """Check prompts against their media, load it, pick the LoRA route, encode media per modality, and fuse.
 
         ``route`` = ``"auto"`` asks the router (MLoRA); a route name or None (adapters off) forces it; the chosen
-        route stays active for the forward / generation that follows. ``progress(modality, done, total)``
+        route stays active for the forward / generation that follows. With ``speech_compression.beam_llm:
+        base``, an automatic route is switched off again when every speech prompt of the batch is only speech
+        (no typed instruction) and the beam turned all of it into word pieces. ``progress(modality, done, total)``
         reports media encoding (total 0 = unknown). ``max_media_tokens`` refuses, early, a long recording that
         cannot fit (see :meth:`encode_media`). Speech that is silent or too short to hold a word is logged as a
         warning; with ``refuse_wordless_speech`` (generation) a prompt whose whole instruction is such speech (no
@@ -329,10 +331,18 @@ class Lyra(nn.Module):
             raw_speech = [torch.cat([t for t, _ in e[Modality.SPEECH]]) if e.get(Modality.SPEECH) else None
                           for e in encoded]
             beam = self._compression.decode == "beam" and not self.training  # only the beam reads the context
+            # beam_llm: base answers a spoken instruction as typed text; a typed instruction keeps the route
+            as_text = beam and all(_spoken_only(p, r) for p, r in zip(prompts, refs, strict=True)
+                                   if r.get(Modality.SPEECH))
             for e, segs in zip(encoded, segments, strict=True):
                 if Modality.SPEECH in e:
-                    e[Modality.SPEECH] = [(self.compress_speech(t, _speech_context(segs, k) if beam else None), g)
-                                          for k, (t, g) in enumerate(e[Modality.SPEECH])]
+                    done = [self._compress(t, _speech_context(segs, k) if beam else None)
+                            for k, (t, _) in enumerate(e[Modality.SPEECH])]
+                    as_text = as_text and all(r.pieces is not None for r in done)
+                    e[Modality.SPEECH] = [(r.tokens, g) for r, (_, g) in zip(done, e[Modality.SPEECH], strict=True)]
+            if as_text and route == "auto" and self._compression.beam_llm == "base" and self.lora is not None:
+                # the LLM reads exactly the transcript's word pieces: answer it as typed text
+                self.lora.activate(None)
         batch = fuse(segments, encoded, self.llm.embed_tokens, self.llm.tokenizer.pad_token_id, padding_side,
                      device=self.device)
         if raw_speech is not None:
@@ -351,18 +361,22 @@ class Lyra(nn.Module):
 
         ``context`` = (the prompt's token ids before the speech, the id right after it) lets ``decode: beam``
         use the LLM (adapters off) as its prior; in training mode, or without a context, compression is greedy."""
-        opts = self._compression
-        if opts is None:
+        if self._compression is None:
             return tokens
+        return self._compress(tokens, context).tokens
+
+    def _compress(self, tokens: Tensor, context: tuple[list[int], int | None] | None) -> Any:
+        """:meth:`compress_speech`'s :class:`~lyra_sdk.mechanisms.ctc_compression.CompressionResult`."""
         from .mechanisms.ctc_compression import ctc_compress
 
+        opts = self._compression
         table = self.llm.input_embeddings()
         if opts.decode != "beam" or self.training or context is None or not context[0]:
-            return ctc_compress(tokens, table, opts).tokens
+            return ctc_compress(tokens, table, opts)
         from .mechanisms.ctc_beam import BackbonePrior
 
         with self.lora.using(None) if self.lora is not None else contextlib.nullcontext():
-            return ctc_compress(tokens, table, opts, BackbonePrior(self.llm, context[0]), context[1]).tokens
+            return ctc_compress(tokens, table, opts, BackbonePrior(self.llm, context[0]), context[1])
 
     def position_ids(self, batch: FusedBatch) -> Tensor:
         """Positions for a fused batch (1-D, or 3-D for M-RoPE backbones)."""
@@ -677,6 +691,11 @@ def _speech_context(segments: Sequence[Segment], k: int) -> tuple[list[int], int
     return before, None
 
 
+def _spoken_only(prompt: Prompt, ref: Mapping[Modality, Sequence[Any]]) -> bool:
+    """True when the prompt's whole instruction is speech: no text besides the placeholders, no other media."""
+    return not PLACEHOLDER_RE.sub("", prompt.text).strip() and {m for m, v in ref.items() if v} == {Modality.SPEECH}
+
+
 def _check_wordless_speech(prompts: Sequence[Prompt], refs: Sequence[Mapping[Modality, Sequence[Any]]],
                            media: Sequence[Mapping[Modality, Sequence[Any]]], refuse: bool) -> None:
     """Warn about each loaded speech item that is silent or too short to hold a word; with ``refuse``, raise
@@ -693,9 +712,7 @@ def _check_wordless_speech(prompts: Sequence[Prompt], refs: Sequence[Mapping[Mod
                 problems.append(f"{name} {problem}")
         if not problems:
             continue
-        spoken_only = not PLACEHOLDER_RE.sub("", prompt.text).strip() and {m for m, v in ref.items() if v} == {
-            Modality.SPEECH}
-        if refuse and spoken_only and len(problems) == len(speech):
+        if refuse and _spoken_only(prompt, ref) and len(problems) == len(speech):
             raise MediaError(f"{'; '.join(problems)}: there is no spoken question to answer (add a typed "
                              "instruction, e.g. lyra run --prompt, to ask about the audio anyway)")
         for problem in problems:

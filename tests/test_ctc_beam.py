@@ -153,3 +153,60 @@ def test_model_uses_the_prompt_context_at_inference_and_greedy_in_training(audio
     finally:
         model.config.speech_compression = saved
         model.train(was_training)
+
+
+@pytest.fixture(scope="module")
+def routed_model(host, tiny_config):
+    """The tiny speech model with a `speech` LoRA route (its own projector) and beam-decoded compression."""
+    from lyra_sdk import Lyra
+
+    cfg = tiny_config(speech={"plugin": "logmel-patch", "options": {"output_dim": 32, "n_mels": 16}})
+    cfg["lora"] = {"adapters": {"speech": {"r": 4, "alpha": 8, "projectors": ["speech"]}}}
+    cfg["speech_compression"] = {"output": "embeddings", "decode": "beam", "temperature": 1.0,
+                                 "blank_threshold": 1.0, "beam_size": 2, "beam_candidates": 3}
+    model = Lyra.from_config(cfg, host=host).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:  # peft starts B at zero (route == base); make the route differ
+                p.normal_(0, 0.5)
+    return model
+
+
+def test_beam_llm_base_answers_a_spoken_prompt_with_the_adapters_off(routed_model, tone):
+    from lyra_sdk.generation import generate_tokens
+
+    model, clip = routed_model, tone(0.6)
+    spoken, typed = Prompt("<speech>", {"speech": [clip]}), Prompt("<speech>\nTranscribe it.", {"speech": [clip]})
+    saved = model.config.speech_compression
+    try:
+        model.config.speech_compression = saved.model_copy(update={"beam_llm": "route"})
+        on_route = model.prepare([spoken])
+        assert model.lora.active == "speech"
+        route_answer = model.generate_ids([spoken], max_new_tokens=4)[1]
+        model.config.speech_compression = saved.model_copy(update={"beam_llm": "base"})
+        as_text = model.prepare([spoken])
+        assert model.lora.active is None  # answered as the typed transcript would be
+        # the same speech tokens: the route's projector still heard the clip, and the beam chose the same pieces
+        torch.testing.assert_close(as_text.inputs_embeds, on_route.inputs_embeds)
+        base_answer = model.generate_ids([spoken], max_new_tokens=4)[1]
+        opts = model._options(None, {"max_new_tokens": 4})
+        logits = {}
+        for route in ("speech", None):
+            with model.lora.using(route):
+                logits[route] = model.forward(as_text, compute_loss=False)[0].logits
+                answer = generate_tokens(model.llm, as_text.inputs_embeds, as_text.attention_mask,
+                                         model.position_ids(as_text), opts, media_mask=as_text.media_mask).sequences
+            assert answer == (route_answer if route else base_answer)
+        assert not torch.allclose(logits["speech"], logits[None], atol=1e-3)  # the route does change the answer
+        model.prepare([typed])
+        assert model.lora.active == "speech"  # a typed instruction keeps the route that learned it
+        model.prepare([spoken, typed])
+        assert model.lora.active == "speech"  # one rule per batch: any typed instruction keeps it
+        model.prepare([spoken], route="speech")
+        assert model.lora.active == "speech"  # a route asked for by name is kept
+        model.config.speech_compression = saved.model_copy(update={"beam_llm": "base", "beam_max_groups": 1})
+        model.prepare([spoken])
+        assert model.lora.active == "speech"  # compressed greedily (too long for the beam): not typed-like
+    finally:
+        model.config.speech_compression = saved

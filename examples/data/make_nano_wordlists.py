@@ -99,7 +99,8 @@ def build(out: Path, config: str, seed: int, clips: int, words: tuple[int, int],
     (out / f"stage1_{name}.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
     heard = {w for r in records for w in r["speech_asr"].split()}
     key = "wordlist" if name == "wordlists" else name
-    return update_stats(out, {f"stage1_{name}.json": len(records), f"{key}_pieces": len(vocab),
+    drawn_from = min(top, len(vocab)) if top else len(vocab)
+    return update_stats(out, {f"stage1_{name}.json": len(records), f"{key}_pieces": drawn_from,
                               f"{key}_pieces_heard": len(heard), f"{key}_hours": round(seconds / 3600, 2)})
 
 

@@ -22,7 +22,11 @@ With ``decode: beam`` (inference only: a model in training mode compresses greed
 above), the word piece of each group is instead chosen by a beam search fused with the LLM's own prior over
 the prompt's text before the speech (:mod:`~lyra_sdk.mechanisms.ctc_beam`), and the LLM reads the chosen
 pieces' input embeddings: exactly what typing that transcript gives. Clips of more than ``beam_max_groups``
-groups (long recordings) are compressed greedily.
+groups (long recordings) are compressed greedily. With ``beam_llm: base``, a prompt that is only speech (a
+spoken question or instruction) is then answered with the LoRA adapters off, as the base LLM answers its typed
+transcript (the route's own projector still hears the speech). Prompts with a typed instruction next to the
+speech ("Transcribe the speech.") keep the route, which learned those tasks; so does a batch with any such
+prompt or any greedily compressed clip.
 
 A clip whose tokens are all blank keeps its least-blank token, so a prompt never loses its speech slot.
 Enable it per model with ``speech_compression: {mode: ctc}`` in the config; the temperature and blank score
@@ -72,6 +76,10 @@ class SpeechCompressionOptions(BaseModel):
     skip_score: float = Field(-3.0, le=0.0, description="score of dropping a group altogether (decode: beam)")
     token_bonus: float = Field(0.5, description="score added per kept word piece (decode: beam)")
     beam_max_groups: int = Field(256, ge=1, description="longer clips are compressed greedily (decode: beam)")
+    beam_llm: Literal["route", "base"] = Field(
+        "route", description="base = a prompt that is only speech (a spoken instruction), routed automatically and "
+                             "turned into word pieces by the beam, is answered with the LoRA adapters off, as its "
+                             "typed transcript is (decode: beam; prompts with a typed instruction keep the route)")
 
     @model_validator(mode="after")
     def _beam_reads_embeddings(self) -> "SpeechCompressionOptions":
@@ -87,6 +95,9 @@ class CompressionResult(NamedTuple):
     """(m, d) compressed tokens."""
     groups: Tensor
     """(m,) int64: the first original position each compressed token stands for."""
+    pieces: Tensor | None = None
+    """(m,) int64: the word pieces the beam chose (``tokens`` are their input embeddings); None when the
+    compression was greedy."""
 
 
 def ctc_compress(tokens: Tensor, vocab_embeds: Tensor, options: SpeechCompressionOptions | None = None,
@@ -155,4 +166,4 @@ def _beam(groups: Tensor, starts: Tensor, vocab_embeds: Tensor, options: SpeechC
         chosen = [(g, cands[g][0][0])]
     ids = torch.tensor([t for _, t in chosen], device=vocab_embeds.device)
     where = torch.tensor([g for g, _ in chosen], device=starts.device)
-    return CompressionResult(vocab_embeds[ids].to(groups.dtype), starts[where])
+    return CompressionResult(vocab_embeds[ids].to(groups.dtype), starts[where], ids)

@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from .media.load import load_media
 from .paths import asset_root
 from .weights import read_json_config
 from .prompt import DEFAULT_SYSTEM, PLACEHOLDER_RE, Prompt, Segment, build_segments, check_prompt
+
+if TYPE_CHECKING:
+    from .mechanisms.ctc_compression import CompressionResult
 
 log = logging.getLogger(__name__)
 
@@ -365,8 +368,8 @@ class Lyra(nn.Module):
             return tokens
         return self._compress(tokens, context).tokens
 
-    def _compress(self, tokens: Tensor, context: tuple[list[int], int | None] | None) -> Any:
-        """:meth:`compress_speech`'s :class:`~lyra_sdk.mechanisms.ctc_compression.CompressionResult`."""
+    def _compress(self, tokens: Tensor, context: tuple[list[int], int | None] | None) -> CompressionResult:
+        """:meth:`compress_speech`, returning the whole result (``pieces`` set when the beam chose them)."""
         from .mechanisms.ctc_compression import ctc_compress
 
         opts = self._compression

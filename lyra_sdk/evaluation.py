@@ -96,10 +96,11 @@ def key_terms(answer: str) -> set[str]:
 
 
 def _batched(model: Any, prompts: Sequence[Prompt], batch_size: int, route: Any, max_new_tokens: int,
-             progress: Progress | None) -> list[str]:
+             progress: Progress | None, heard: list[str | None] | None = None) -> list[str]:
     out: list[str] = []
     for i in range(0, len(prompts), batch_size):
-        out += model.generate(list(prompts[i : i + batch_size]), route=route, max_new_tokens=max_new_tokens)
+        out += model.generate(list(prompts[i : i + batch_size]), route=route, max_new_tokens=max_new_tokens,
+                              heard=heard)
         if progress is not None:
             progress(len(out), len(prompts))
     return out
@@ -112,16 +113,25 @@ class AsrResult:
     wer: float
     n: int
     rows: list[dict[str, Any]] = field(default_factory=list)
+    heard_wer: float | None = None
+    """WER of what the model heard (:meth:`~lyra_sdk.Lyra.hear`: the beam's word pieces, or the greedy CTC
+    read-out) before the LLM wrote its transcript; None for a model without ``speech_compression``."""
 
 
 def evaluate_asr(model: Any, records: Sequence[EvalRecord], batch_size: int = 8, max_new_tokens: int = 64,
                  progress: Progress | None = None) -> AsrResult:
     """Transcribe each record with its own prompt and score against ``speech_asr`` (normalised WER)."""
     prompts = [Prompt(r.prompt, {"speech": [r.speech]}) for r in records]
-    hyps = _batched(model, prompts, batch_size, "auto", max_new_tokens, progress)
-    wer = corpus_wer([r.transcript for r in records], hyps)
-    rows = [{"id": r.id, "reference": r.transcript, "hypothesis": h} for r, h in zip(records, hyps, strict=True)]
-    return AsrResult(wer, len(records), rows)
+    heard: list[str | None] = []
+    hyps = _batched(model, prompts, batch_size, "auto", max_new_tokens, progress, heard)
+    refs = [r.transcript for r in records]
+    rows = [{"id": r.id, "reference": r.transcript, "hypothesis": h, "heard": w}
+            for r, h, w in zip(records, hyps, heard, strict=True)]
+    return AsrResult(corpus_wer(refs, hyps), len(records), rows, _heard_wer(refs, heard))
+
+
+def _heard_wer(references: Sequence[str], heard: Sequence[str | None]) -> float | None:
+    return None if not heard or any(h is None for h in heard) else corpus_wer(references, heard)  # type: ignore[arg-type]
 
 
 def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
@@ -205,6 +215,8 @@ class AgreementResult:
     key_terms: float
     mean_cosine: float | None
     rows: list[dict[str, Any]] = field(default_factory=list)
+    heard_wer: float | None = None
+    """WER of what the model heard in the spoken questions (see :class:`AsrResult`), against the typed ones."""
 
 
 def evaluate_agreement(model: Any, records: Sequence[EvalRecord], judge: SentenceJudge | None = None,
@@ -218,14 +230,17 @@ def evaluate_agreement(model: Any, records: Sequence[EvalRecord], judge: Sentenc
     n = len(records)
     total = 2 * n
     step = (lambda d, t: progress(d, total)) if progress is not None else None
-    spoken = [complete_sentences(t) for t in _batched(model, spoken_prompts, batch_size, "auto", max_new_tokens, step)]
+    heard: list[str | None] = []
+    spoken = [complete_sentences(t)
+              for t in _batched(model, spoken_prompts, batch_size, "auto", max_new_tokens, step, heard)]
     step2 = (lambda d, t: progress(n + d, total)) if progress is not None else None
     typed = [complete_sentences(t) for t in _batched(model, typed_prompts, batch_size, None, max_new_tokens, step2)]
     exact = [normalize_text(a) == normalize_text(b) for a, b in zip(spoken, typed, strict=True)]
     cos = judge.similarity(spoken, typed) if judge is not None else [None] * n
     keys = [key_terms(t) <= {w.lower() for w in _WORD.findall(s)} for s, t in zip(spoken, typed, strict=True)]
     agree = [e or (c is not None and c >= threshold) for e, c in zip(exact, cos, strict=True)]
-    rows = [{"id": r.id, "question": r.transcript, "spoken": s, "typed": t, "cosine": c, "agree": a, "key_terms": k}
-            for r, s, t, c, a, k in zip(records, spoken, typed, cos, agree, keys, strict=True)]
+    rows = [{"id": r.id, "question": r.transcript, "heard": h, "spoken": s, "typed": t, "cosine": c, "agree": a,
+             "key_terms": k} for r, h, s, t, c, a, k in zip(records, heard, spoken, typed, cos, agree, keys, strict=True)]
     mean_cos = sum(cos) / n if judge is not None and n else None
-    return AgreementResult(n, sum(exact) / n, sum(agree) / n, sum(keys) / n, mean_cos, rows)
+    return AgreementResult(n, sum(exact) / n, sum(agree) / n, sum(keys) / n, mean_cos, rows,
+                           _heard_wer([r.transcript for r in records], heard))

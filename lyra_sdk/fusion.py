@@ -30,7 +30,10 @@ class FusedBatch:
     at media and padding positions; ``modality_ids`` (B, L) (0 text, see :data:`MODALITY_IDS`); ``labels`` (B, L)
     with -100 where no loss applies; ``spans[b]`` lists sample b's media in order. ``raw_speech[b]``, set when
     the model compresses speech (``speech_compression``), holds sample b's speech tokens before compression
-    (all its clips, in order), which training losses such as ASR-CTC read.
+    (all its clips, in order), which training losses such as ASR-CTC read. ``heard[b]``, set when the model
+    compresses speech, holds the word-piece ids sample b's speech was heard as (all its clips, in order): the
+    pieces the LM-fused beam chose, or the greedy CTC read-out where compression was greedy; None for a sample
+    without speech, and in training mode.
     """
 
     inputs_embeds: Tensor
@@ -40,6 +43,7 @@ class FusedBatch:
     labels: Tensor
     spans: list[list[MediaSpan]]
     raw_speech: list[Tensor] | None = None
+    heard: list[list[int] | None] | None = None
 
     @property
     def media_mask(self) -> Tensor:

@@ -337,12 +337,18 @@ class Lyra(nn.Module):
             # beam_llm: base answers a spoken instruction as typed text; a typed instruction keeps the route
             as_text = beam and all(_spoken_only(p, r) for p, r in zip(prompts, refs, strict=True)
                                    if r.get(Modality.SPEECH))
+            heard: list[list[int] | None] = []
             for e, segs in zip(encoded, segments, strict=True):
                 if Modality.SPEECH in e:
                     done = [self._compress(t, _speech_context(segs, k) if beam else None)
                             for k, (t, _) in enumerate(e[Modality.SPEECH])]
                     as_text = as_text and all(r.pieces is not None for r in done)
+                    heard.append(None if self.training else  # training reads raw_speech, not transcripts
+                                 [i for r, (t, _) in zip(done, e[Modality.SPEECH], strict=True)
+                                  for i in (r.pieces.tolist() if r.pieces is not None else self._read_out(t))])
                     e[Modality.SPEECH] = [(r.tokens, g) for r, (_, g) in zip(done, e[Modality.SPEECH], strict=True)]
+                else:
+                    heard.append(None)
             if as_text and route == "auto" and self._compression.beam_llm == "base" and self.lora is not None:
                 # the LLM reads exactly the transcript's word pieces: answer it as typed text
                 self.lora.activate(None)
@@ -351,7 +357,35 @@ class Lyra(nn.Module):
         if raw_speech is not None:
             empty = batch.inputs_embeds[0, :0]
             batch.raw_speech = [r.to(empty.device, empty.dtype) if r is not None else empty for r in raw_speech]
+            batch.heard = heard
         return batch
+
+    def _read_out(self, tokens: Tensor) -> list[int]:
+        """One clip's greedy CTC read-out over the LLM vocabulary (the projector's own transcript)."""
+        from .mechanisms.vocab_ctc import vocab_ctc_decode
+
+        opts = self._compression
+        mask = torch.ones(1, len(tokens), dtype=torch.bool, device=tokens.device)
+        with torch.no_grad():
+            return vocab_ctc_decode(tokens[None], mask, self.llm.input_embeddings(), opts.temperature,
+                                    opts.blank_logit)[0]
+
+    @torch.no_grad()
+    def hear(self, prompts: Sequence[Prompt | str] | Prompt | str, route: str | None = "auto") -> list[str | None]:
+        """What the model heard in each prompt's speech, as text: the word pieces the LM-fused beam chose
+        (``speech_compression.decode: beam``), else the greedy CTC read-out of the projected speech; None for a
+        prompt without speech. The beam is conditioned on the prompt's text, as in :meth:`generate`. Needs a model
+        with ``speech_compression`` (a projector trained with ASR-CTC)."""
+        if isinstance(prompts, (str, Prompt)):
+            prompts = [prompts]
+        if self._compression is None:
+            raise LyraError("hear() needs speech_compression (a speech projector trained with ASR-CTC); this model "
+                            "reads speech tokens without word pieces")
+        out: list[str | None] = []
+        for prompt in prompts:  # one at a time: prompts with and without speech take different routes
+            (ids,) = self.prepare([prompt], route=route).heard or [None]
+            out.append(None if ids is None else self.llm.tokenizer.decode(ids, skip_special_tokens=True))
+        return out
 
     @property
     def _compression(self) -> Any:
@@ -400,17 +434,20 @@ class Lyra(nn.Module):
     @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt | str] | Prompt | str, options: GenerationOptions | None = None,
                  progress: Callable[[str, int, int], None] | None = None, route: str | None = "auto",
-                 extraction: Any = None, **overrides: Any) -> list[str]:
+                 extraction: Any = None, heard: list[str | None] | None = None, **overrides: Any) -> list[str]:
         """Answer each prompt; returns the decoded texts. ``overrides`` set :class:`GenerationOptions` fields;
         ``progress(modality, done, total)`` reports media encoding (useful for hours of audio); ``route`` picks
-        the LoRA route (``"auto"``: the router decides; None: adapters off)."""
-        texts, _ = self.generate_ids(prompts, options, progress, route, extraction, **overrides)
+        the LoRA route (``"auto"``: the router decides; None: adapters off). A list passed as ``heard`` is
+        extended with what the model heard in each prompt's speech (see :meth:`hear`; None for each prompt when
+        the model does not compress speech)."""
+        texts, _ = self.generate_ids(prompts, options, progress, route, extraction, heard=heard, **overrides)
         return texts
 
     @torch.no_grad()
     def generate_ids(self, prompts: Sequence[Prompt | str] | Prompt | str, options: GenerationOptions | None = None,
                      progress: Callable[[str, int, int], None] | None = None, route: str | None = "auto",
-                     extraction: Any = None, **overrides: Any) -> tuple[list[str], list[list[int]]]:
+                     extraction: Any = None, heard: list[str | None] | None = None,
+                     **overrides: Any) -> tuple[list[str], list[list[int]]]:
         """Like :meth:`generate`, also returning the generated token ids.
 
         ``extraction`` overrides the config's LMME extractor for this call: a LatentExtractor, an
@@ -432,6 +469,9 @@ class Lyra(nn.Module):
         out = generate_tokens(self.llm, batch.inputs_embeds, batch.attention_mask, self.position_ids(batch), opts,
                               media_mask=batch.media_mask, extractor=self._extractor(extraction))
         texts = [self.llm.tokenizer.decode(ids, skip_special_tokens=True) for ids in out.sequences]
+        if heard is not None:
+            heard += ([None if ids is None else self.llm.tokenizer.decode(ids, skip_special_tokens=True)
+                       for ids in batch.heard] if batch.heard is not None else [None] * len(prompts))
         return texts, out.sequences
 
     def generate_speech(self, prompt: Prompt | str, options: GenerationOptions | None = None, **overrides: Any):

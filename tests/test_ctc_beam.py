@@ -210,3 +210,41 @@ def test_beam_llm_base_answers_a_spoken_prompt_with_the_adapters_off(routed_mode
         assert model.lora.active == "speech"  # compressed greedily (too long for the beam): not typed-like
     finally:
         model.config.speech_compression = saved
+
+
+def test_hear_returns_the_pieces_the_llm_reads(routed_model, tone):
+    from lyra_sdk import LyraError
+    from lyra_sdk.mechanisms.vocab_ctc import vocab_ctc_decode
+
+    model, clip = routed_model, tone(0.6)
+    spoken = Prompt("<speech>", {"speech": [clip]})
+    tok = model.llm.tokenizer
+    assert model.prepare([Prompt("No speech here.")]).heard == [None]
+    batch = model.prepare([spoken])
+    ids = batch.heard[0]
+    assert ids
+    # the beam's pieces are exactly the embeddings the LLM reads in the speech slot
+    speech = batch.inputs_embeds[0][batch.media_mask[0]]
+    torch.testing.assert_close(speech, model.llm.input_embeddings()[torch.tensor(ids)])
+    heard = model.hear([spoken, "No speech here."])
+    assert heard == [tok.decode(ids, skip_special_tokens=True), None]
+    collected: list = []
+    model.generate([spoken], max_new_tokens=2, heard=collected)
+    assert collected == heard[:1]  # generation reports the same transcript, from the same pass
+    saved = model.config.speech_compression
+    try:  # greedy compression: the heard text is the projector's CTC read-out
+        model.config.speech_compression = saved.model_copy(update={"decode": "greedy"})
+        (tokens, _), = model.encode_media(Modality.SPEECH, [model.load_media(Modality.SPEECH, clip)])
+        mask = torch.ones(1, len(tokens), dtype=torch.bool)
+        readout = vocab_ctc_decode(tokens[None], mask, model.llm.input_embeddings(), saved.temperature,
+                                   saved.blank_logit)[0]
+        assert model.prepare([spoken]).heard == [readout]
+        model.config.speech_compression = None
+        with pytest.raises(LyraError, match="speech_compression"):
+            model.hear([spoken])
+        assert model.prepare([spoken]).heard is None
+        out: list = []
+        model.generate([spoken], max_new_tokens=2, heard=out)
+        assert out == [None]
+    finally:
+        model.config.speech_compression = saved

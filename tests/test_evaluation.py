@@ -41,6 +41,7 @@ def test_eval_on_a_tiny_model(audio_model, tone, tmp_path):
     assert res.n == 1 and res.wer >= 0 and res.rows[0]["reference"] == "hello world"
     ag = evaluate_agreement(audio_model, recs, None, max_new_tokens=4)
     assert ag.n == 1 and 0.0 <= ag.agree <= 1.0 and ag.mean_cosine is None
+    assert res.heard_wer is None and res.rows[0]["heard"] is None  # no speech_compression: nothing heard as text
 
 
 def test_readout_decodes_the_projected_tokens_over_the_vocabulary(audio_model, tone, tmp_path, monkeypatch):
@@ -92,8 +93,16 @@ def test_eval_cli_takes_overrides_for_a_saved_folder(capsys, tmp_path, audio_mod
     out = tmp_path / "out.json"
     args = ["eval", "--model", str(folder), "--asr", str(data / "train.json"), "--json", str(out)]
     assert run_cli([*args, "--set", "speech_compression.mode=ctc"]) == 0, capsys.readouterr().err
-    metrics = json.loads(out.read_text())["metrics"]
+    saved = json.loads(out.read_text())
+    metrics = saved["metrics"]
     assert metrics["overrides"] == ["speech_compression.mode=ctc"] and metrics["asr"]["n"] == 2
+    # what was heard (the greedy read-out here) is recorded per clip and scored against the transcripts
+    from lyra_sdk.evaluation import corpus_wer
+
+    rows = saved["asr"]
+    assert all(isinstance(r["heard"], str) for r in rows)
+    assert metrics["asr"]["heard_wer"] == round(corpus_wer([r["reference"] for r in rows],
+                                                           [r["heard"] for r in rows]), 4)
     assert run_cli([*args, "--set", "speech_compression.decode=beam"]) == 2  # beam needs output: embeddings
     assert "output: embeddings" in capsys.readouterr().err
 

@@ -53,3 +53,18 @@ def test_word_list_plan_is_deterministic_and_top_limits_the_draw():
         for w in text.split():
             counts[w] += 1
     assert sum(counts[w] for w in VOCAB[:10]) > sum(counts[w] for w in VOCAB[-10:])  # frequent ones more often
+
+
+def test_dev_questions_are_disjoint_from_the_dataset_questions(monkeypatch):
+    import make_nano_dataset as dataset
+    import make_nano_dev as dev
+
+    dev.check_disjoint()  # the shipped templates
+    questions = {t.format(f) for t, fillers in dev.DEV_TEMPLATES for f in fillers}
+    assert len(questions) >= 40
+    theirs = {t.format(f) for t, fillers in dataset.TEMPLATES for f in fillers}
+    assert not questions & theirs
+    clash = dataset.TEMPLATES[0][0].format(dataset.TEMPLATES[0][1][0])  # e.g. "What is the capital of France?"
+    monkeypatch.setattr(dev, "DEV_TEMPLATES", [*dev.DEV_TEMPLATES, ("{}", [clash])])
+    with pytest.raises(SystemExit, match="also made by make_nano_dataset"):
+        dev.check_disjoint()

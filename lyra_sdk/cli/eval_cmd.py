@@ -58,7 +58,8 @@ def evaluate(
         if asr_recs is not None:
             task = bar.add_task("transcribing", total=len(asr_recs))
             res = evaluate_asr(lyra, asr_recs, batch_size, progress=lambda d, t: bar.update(task, completed=d))
-            metrics["asr"] = {"file": str(asr), "n": res.n, "wer": round(res.wer, 4)}
+            metrics["asr"] = {"file": str(asr), "n": res.n, "wer": round(res.wer, 4),
+                              "heard_wer": None if res.heard_wer is None else round(res.heard_wer, 4)}
             details["asr"] = res.rows
             if readout:
                 task = bar.add_task("projector read-out", total=len(asr_recs))
@@ -72,7 +73,8 @@ def evaluate(
                                     progress=lambda d, t: bar.update(task, completed=d))
             metrics["agreement"] = {"file": str(qa), "n": ag.n, "agree": round(ag.agree, 4), "exact": round(ag.exact, 4),
                                     "key_terms": round(ag.key_terms, 4), "threshold": threshold,
-                                    "mean_cosine": None if ag.mean_cosine is None else round(ag.mean_cosine, 4)}
+                                    "mean_cosine": None if ag.mean_cosine is None else round(ag.mean_cosine, 4),
+                                    "heard_wer": None if ag.heard_wer is None else round(ag.heard_wer, 4)}
             details["agreement"] = ag.rows
     table = Table(title=f"lyra eval: {metrics['model']}")
     table.add_column("metric")
@@ -80,6 +82,9 @@ def evaluate(
     table.add_column("n", justify="right")
     if "asr" in metrics:
         table.add_row("WER (held-out sentences)", f"{metrics['asr']['wer']:.1%}", str(metrics["asr"]["n"]))
+        if metrics["asr"]["heard_wer"] is not None:
+            table.add_row("heard WER (the word pieces the LLM read)", f"{metrics['asr']['heard_wer']:.1%}",
+                          str(metrics["asr"]["n"]))
     if "readout" in metrics:
         table.add_row("projector read-out WER (no LLM)", f"{metrics['readout']['wer']:.1%}",
                       str(metrics["readout"]["n"]))
@@ -91,6 +96,8 @@ def evaluate(
         table.add_row("key terms kept", f"{a['key_terms']:.1%}", str(a["n"]))
         if a["mean_cosine"] is not None:
             table.add_row("mean cosine", f"{a['mean_cosine']:.3f}", str(a["n"]))
+        if a["heard_wer"] is not None:
+            table.add_row("heard WER of the spoken questions", f"{a['heard_wer']:.1%}", str(a["n"]))
     out.print(table)
     out.print(json.dumps(metrics))
     if json_out is not None:

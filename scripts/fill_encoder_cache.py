@@ -63,9 +63,15 @@ def main() -> None:
     from lyra_sdk.interfaces import Modality
     from lyra_sdk.training.data import load_dataset
 
+    from lyra_sdk import LyraError
+
     paths: list[str] = []
     for ds in args.datasets:
-        for s in load_dataset(ds):
+        try:
+            samples = load_dataset(ds)
+        except LyraError as e:
+            raise SystemExit(f"error: {e}") from None
+        for s in samples:
             paths += [str(p) for p in s.prompt.media_by_modality().get(Modality.SPEECH, [])]
     paths = list(dict.fromkeys(paths))
     sys.stderr.write(f"{len(paths)} clips, {args.workers} workers\n")

@@ -146,3 +146,16 @@ def test_omni_video_with_its_audio_and_a_sound(capsys, tmp_path):
                           "--sound", str(video), "-p", "What happens?", "--max-new-tokens", "3")
     assert code == 0, err
     assert out.strip()
+
+
+def test_show_heard_prints_the_transcript_or_says_why_not(capsys, tmp_path):
+    clip = tmp_path / "tone.wav"
+    t = np.arange(16000, dtype=np.float32) / 16000
+    sf.write(clip, 0.3 * np.sin(2 * np.pi * 440 * t), 16000)
+    base = ["run", "--config", str(CONFIGS / "tiny-speech.yaml"), "--max-new-tokens", "2", "--speech", str(clip),
+            "--prompt", "<speech> What is it?", "--show-heard"]
+    code, out, err = _cli(capsys, *base)
+    assert code == 0 and out.strip() and "no speech_compression" in err
+    code, out, err = _cli(capsys, *base, "--set", "speech_compression.mode=ctc")
+    heard = [line for line in err.splitlines() if line.startswith("heard:")]
+    assert code == 0 and len(heard) == 1, err  # the greedy read-out of a random projector: some pieces or none

@@ -35,9 +35,11 @@ def test_default_answers_spoken_and_typed_question(capsys):
     assert "the capital of france is paris" in spoken.out.lower()
     # the README's main job: a held-out question in a held-out voice, heard word for word, is answered exactly as
     # the same question typed (beam_llm: base)
-    code = run_cli(["run", "--speech", str(ROOT / "examples" / "audio" / "evolution.wav"), "--max-new-tokens", "24"])
+    code = run_cli(["run", "--speech", str(ROOT / "examples" / "audio" / "evolution.wav"), "--max-new-tokens", "24",
+                    "--show-heard"])
     spoken = capsys.readouterr()
     assert code == 0, spoken.err
+    assert "heard: Explain evolution in simple words." in spoken.err  # the beam's word pieces, shown on request
     code = run_cli(["run", "--prompt", "Explain evolution in simple words.", "--max-new-tokens", "24"])
     typed = capsys.readouterr()
     assert code == 0 and "evolution is a fundamental concept in biology" in typed.out.lower()

@@ -35,6 +35,8 @@ def run(
     extract_keep: float | None = typer.Option(None, "--extract-keep", min=0.0, max=1.0,
                                               help="LMME: fraction of media tokens kept at each pruning step (1 = off)"),
     extract_gap: int = typer.Option(7, "--extract-gap", min=1, help="LMME: prune after every N decoder layers"),
+    show_heard: bool = typer.Option(False, "--show-heard", help="also print (to stderr) what the model heard in the "
+                                    "speech: the word pieces its LLM read (models with speech_compression)"),
 ) -> None:
     """Answer a prompt. Media given without a placeholder in the prompt are put before the text
     (images, videos, sounds, then speech: with no --prompt the speech is the instruction)."""
@@ -73,8 +75,15 @@ def run(
         return
     with media_progress() as progress:
         extraction = {"keep": extract_keep, "gap": extract_gap} if extract_keep is not None else None
+        heard: list[str | None] = []
         answer = lyra.generate([p], progress=progress, route=None if route == "none" else route,
-                               extraction=extraction, **gen)[0]
+                               extraction=extraction, heard=heard, **gen)[0]
+    if show_heard:
+        if heard[0] is not None:
+            err.print(f"heard: {heard[0].strip()}", markup=False, highlight=False)
+        elif media[Modality.SPEECH]:
+            err.print("[yellow]note:[/] this model does not turn speech into word pieces (no speech_compression), "
+                      "so there is no transcript to show")
     if not answer.strip():
         err.print("[yellow]note:[/] the model's answer is empty (it ended its turn at once)")
     typer.echo(answer)

@@ -30,10 +30,10 @@ class FusedBatch:
     at media and padding positions; ``modality_ids`` (B, L) (0 text, see :data:`MODALITY_IDS`); ``labels`` (B, L)
     with -100 where no loss applies; ``spans[b]`` lists sample b's media in order. ``raw_speech[b]``, set when
     the model compresses speech (``speech_compression``), holds sample b's speech tokens before compression
-    (all its clips, in order), which training losses such as ASR-CTC read. ``heard[b]``, set when the model
-    compresses speech, holds the word-piece ids sample b's speech was heard as (all its clips, in order): the
+    (all its clips, in order), which training losses such as ASR-CTC read. ``heard[b]``, set when asked for
+    (``Lyra.prepare(..., heard=True)``) and the model compresses speech, holds the word-piece ids sample b's speech was heard as (all its clips, in order): the
     pieces the LM-fused beam chose, or the greedy CTC read-out where compression was greedy; None for a sample
-    without speech, and in training mode.
+    without speech.
     """
 
     inputs_embeds: Tensor

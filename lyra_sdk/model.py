@@ -291,7 +291,7 @@ class Lyra(nn.Module):
     def prepare(self, prompts: Sequence[Prompt | str], padding_side: str = "left",
                 progress: Callable[[str, int, int], None] | None = None, route: str | None = "auto",
                 max_media_tokens: int | None = None, refuse_wordless_speech: bool = False,
-                compress_speech: bool = True) -> FusedBatch:
+                compress_speech: bool = True, heard: bool = False) -> FusedBatch:
         """Check prompts against their media, load it, pick the LoRA route, encode media per modality, and fuse.
 
         ``route`` = ``"auto"`` asks the router (MLoRA); a route name or None (adapters off) forces it; the chosen
@@ -303,7 +303,8 @@ class Lyra(nn.Module):
         warning; with ``refuse_wordless_speech`` (generation) a prompt whose whole instruction is such speech (no
         text, no other media) is refused with a :class:`MediaError` before anything is encoded.
         ``compress_speech=False`` skips the config's ``speech_compression`` (for losses that read only the
-        uncompressed speech tokens).
+        uncompressed speech tokens). ``heard=True`` fills :attr:`FusedBatch.heard` (see :meth:`hear`); off, no
+        read-out is computed for greedily compressed clips.
         """
         prompts = [Prompt(p) if isinstance(p, str) else p for p in prompts]
         if not prompts:
@@ -337,18 +338,18 @@ class Lyra(nn.Module):
             # beam_llm: base answers a spoken instruction as typed text; a typed instruction keeps the route
             as_text = beam and all(_spoken_only(p, r) for p, r in zip(prompts, refs, strict=True)
                                    if r.get(Modality.SPEECH))
-            heard: list[list[int] | None] = []
+            pieces: list[list[int] | None] = []
             for e, segs in zip(encoded, segments, strict=True):
                 if Modality.SPEECH in e:
                     done = [self._compress(t, _speech_context(segs, k) if beam else None)
                             for k, (t, _) in enumerate(e[Modality.SPEECH])]
                     as_text = as_text and all(r.pieces is not None for r in done)
-                    heard.append(None if self.training else  # training reads raw_speech, not transcripts
-                                 [i for r, (t, _) in zip(done, e[Modality.SPEECH], strict=True)
-                                  for i in (r.pieces.tolist() if r.pieces is not None else self._read_out(t))])
+                    if heard:
+                        pieces.append([i for r, (t, _) in zip(done, e[Modality.SPEECH], strict=True)
+                                       for i in (r.pieces.tolist() if r.pieces is not None else self._read_out(t))])
                     e[Modality.SPEECH] = [(r.tokens, g) for r, (_, g) in zip(done, e[Modality.SPEECH], strict=True)]
-                else:
-                    heard.append(None)
+                elif heard:
+                    pieces.append(None)
             if as_text and route == "auto" and self._compression.beam_llm == "base" and self.lora is not None:
                 # the LLM reads exactly the transcript's word pieces: answer it as typed text
                 self.lora.activate(None)
@@ -357,8 +358,15 @@ class Lyra(nn.Module):
         if raw_speech is not None:
             empty = batch.inputs_embeds[0, :0]
             batch.raw_speech = [r.to(empty.device, empty.dtype) if r is not None else empty for r in raw_speech]
-            batch.heard = heard
+            batch.heard = pieces if heard else None
         return batch
+
+    def _heard_texts(self, batch: FusedBatch) -> list[str | None]:
+        """:attr:`FusedBatch.heard` decoded (None per sample when the model does not compress speech)."""
+        if batch.heard is None:
+            return [None] * batch.inputs_embeds.shape[0]
+        return [None if ids is None else self.llm.tokenizer.decode(ids, skip_special_tokens=True)
+                for ids in batch.heard]
 
     def _read_out(self, tokens: Tensor) -> list[int]:
         """One clip's greedy CTC read-out over the LLM vocabulary (the projector's own transcript)."""
@@ -383,8 +391,7 @@ class Lyra(nn.Module):
                             "reads speech tokens without word pieces")
         out: list[str | None] = []
         for prompt in prompts:  # one at a time: prompts with and without speech take different routes
-            (ids,) = self.prepare([prompt], route=route).heard or [None]
-            out.append(None if ids is None else self.llm.tokenizer.decode(ids, skip_special_tokens=True))
+            out += self._heard_texts(self.prepare([prompt], route=route, heard=True))
         return out
 
     @property
@@ -460,7 +467,7 @@ class Lyra(nn.Module):
         # the early refusal counts uncompressed tokens: with CTC compression only the fused prompt is checked
         budget = limit - opts.max_new_tokens if limit is not None and self._compression is None else None
         batch = self.prepare(prompts, padding_side="left", progress=progress, route=route, max_media_tokens=budget,
-                             refuse_wordless_speech=True)
+                             refuse_wordless_speech=True, heard=heard is not None)
         if limit is not None and batch.inputs_embeds.shape[1] + opts.max_new_tokens > limit:
             media = sum(int(sp.length) for row in batch.spans for sp in row)
             raise LyraError(f"the prompt is {batch.inputs_embeds.shape[1]} tokens ({media} of them media) plus up to "
@@ -470,8 +477,7 @@ class Lyra(nn.Module):
                               media_mask=batch.media_mask, extractor=self._extractor(extraction))
         texts = [self.llm.tokenizer.decode(ids, skip_special_tokens=True) for ids in out.sequences]
         if heard is not None:
-            heard += ([None if ids is None else self.llm.tokenizer.decode(ids, skip_special_tokens=True)
-                       for ids in batch.heard] if batch.heard is not None else [None] * len(prompts))
+            heard += self._heard_texts(batch)
         return texts, out.sequences
 
     def generate_speech(self, prompt: Prompt | str, options: GenerationOptions | None = None, **overrides: Any):

@@ -77,8 +77,11 @@ def main() -> None:
     rows = []
     keys = list(grid)
     for values in itertools.product(*(grid[k] for k in keys)):
-        setting = {k: (int(v) if k in ("beam_size", "beam_candidates") else v) for k, v in zip(keys, values)}
-        model.config.speech_compression = base.model_copy(update=setting)
+        setting = {k: (int(v) if v.is_integer() else v) for k, v in zip(keys, values)}
+        try:  # validated as a config would be (an integer field refuses 2.5, a threshold of 0 is refused, ...)
+            model.config.speech_compression = type(base).model_validate({**base.model_dump(), **setting})
+        except ValueError as e:
+            raise SystemExit(f"error: {setting}: {e}") from None
         start = time.time()
         heard = []
         for i, p in enumerate(prompts):

@@ -219,8 +219,8 @@ def test_hear_returns_the_pieces_the_llm_reads(routed_model, tone):
     model, clip = routed_model, tone(0.6)
     spoken = Prompt("<speech>", {"speech": [clip]})
     tok = model.llm.tokenizer
-    assert model.prepare([Prompt("No speech here.")]).heard == [None]
-    batch = model.prepare([spoken])
+    assert model.prepare([Prompt("No speech here.")], heard=True).heard == [None]
+    batch = model.prepare([spoken], heard=True)
     ids = batch.heard[0]
     assert ids
     # the beam's pieces are exactly the embeddings the LLM reads in the speech slot
@@ -238,11 +238,11 @@ def test_hear_returns_the_pieces_the_llm_reads(routed_model, tone):
         mask = torch.ones(1, len(tokens), dtype=torch.bool)
         readout = vocab_ctc_decode(tokens[None], mask, model.llm.input_embeddings(), saved.temperature,
                                    saved.blank_logit)[0]
-        assert model.prepare([spoken]).heard == [readout]
+        assert model.prepare([spoken], heard=True).heard == [readout]
         model.config.speech_compression = None
         with pytest.raises(LyraError, match="speech_compression"):
             model.hear([spoken])
-        assert model.prepare([spoken]).heard is None
+        assert model.prepare([spoken], heard=True).heard is None
         out: list = []
         model.generate([spoken], max_new_tokens=2, heard=out)
         assert out == [None]

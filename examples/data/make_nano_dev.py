@@ -77,8 +77,6 @@ def build(out: Path, config: str, seed: int, max_asr: int, batch_size: int) -> d
     seconds = speak_clips(jobs, workers=2)
     (out / "dev_qa.json").write_text(json.dumps(qa, indent=1), encoding="utf-8")
     (out / "dev_asr.json").write_text(json.dumps(asr, indent=1), encoding="utf-8")
-    typed = json.loads((out / "typed_answers.json").read_text(encoding="utf-8"))
-    (out / "typed_answers.json").write_text(json.dumps({**typed, **answers}, indent=1), encoding="utf-8")
     return update_stats(out, {"dev_qa.json": len(qa), "dev_asr.json": len(asr),
                               "dev_audio_hours": round(seconds / 3600, 3)})
 

@@ -59,7 +59,7 @@ def evaluate(
             task = bar.add_task("transcribing", total=len(asr_recs))
             res = evaluate_asr(lyra, asr_recs, batch_size, progress=lambda d, t: bar.update(task, completed=d))
             metrics["asr"] = {"file": str(asr), "n": res.n, "wer": round(res.wer, 4),
-                              "heard_wer": None if res.heard_wer is None else round(res.heard_wer, 4)}
+                              "heard_wer": _round(res.heard_wer)}
             details["asr"] = res.rows
             if readout:
                 task = bar.add_task("projector read-out", total=len(asr_recs))
@@ -73,8 +73,8 @@ def evaluate(
                                     progress=lambda d, t: bar.update(task, completed=d))
             metrics["agreement"] = {"file": str(qa), "n": ag.n, "agree": round(ag.agree, 4), "exact": round(ag.exact, 4),
                                     "key_terms": round(ag.key_terms, 4), "threshold": threshold,
-                                    "mean_cosine": None if ag.mean_cosine is None else round(ag.mean_cosine, 4),
-                                    "heard_wer": None if ag.heard_wer is None else round(ag.heard_wer, 4)}
+                                    "mean_cosine": _round(ag.mean_cosine),
+                                    "heard_wer": _round(ag.heard_wer)}
             details["agreement"] = ag.rows
     table = Table(title=f"lyra eval: {metrics['model']}")
     table.add_column("metric")
@@ -104,3 +104,6 @@ def evaluate(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps({"metrics": metrics, **details}, indent=1), encoding="utf-8")
 
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)

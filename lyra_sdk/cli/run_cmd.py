@@ -75,9 +75,9 @@ def run(
         return
     with media_progress() as progress:
         extraction = {"keep": extract_keep, "gap": extract_gap} if extract_keep is not None else None
-        heard: list[str | None] = []
+        heard: list[str | None] = []  # filled only with --show-heard (a read-out of hours of speech is not free)
         answer = lyra.generate([p], progress=progress, route=None if route == "none" else route,
-                               extraction=extraction, heard=heard, **gen)[0]
+                               extraction=extraction, heard=heard if show_heard else None, **gen)[0]
     if show_heard:
         if heard[0] is not None:
             err.print(f"heard: {heard[0].strip()}", markup=False, highlight=False)

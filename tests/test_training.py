@@ -108,7 +108,28 @@ def test_lr_multipliers_scale_their_groups(data_dir, tmp_path):
                                           r"projectors.speech"):
         Trainer(_cfg(data_dir, tmp_path / "x", optim__lr_multipliers={"encoders.speech": 0.1}), tmp_path / "x")
     with pytest.raises(ConfigError, match="lr multiplier"):
-        _cfg(data_dir, tmp_path / "x", optim__lr_multipliers={"llm": 0})
+        _cfg(data_dir, tmp_path / "x", optim__lr_multipliers={"llm": -0.5})
+
+
+def test_a_zero_lr_multiplier_freezes_and_keeps_the_saved_layout(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path / "z", optim__max_steps=2, optim__warmup_steps=0,
+               optim__lr_multipliers={"projectors.speech": 0, "projectors.speech.linear2": 1.0})
+    trainer = Trainer(cfg, tmp_path / "z")
+    proj = trainer.lyra.projectors["speech"]
+    frozen = {n: p.detach().clone() for n, p in proj.named_parameters() if not n.startswith("linear2.")}
+    assert frozen and not any(p.requires_grad for n, p in proj.named_parameters() if n in frozen)
+    assert all(p.requires_grad for p in proj.linear2.parameters())  # the longer prefix wins
+    in_optim = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert not any(id(p) in in_optim for n, p in proj.named_parameters() if n in frozen)
+    first = proj.linear2.weight.detach().clone()
+    trainer.train()
+    assert all(torch.equal(p, frozen[n]) for n, p in proj.named_parameters() if n in frozen)
+    assert not torch.equal(proj.linear2.weight, first)
+    saved = load_file(str(tmp_path / "z" / "final" / "model.safetensors"))
+    assert any(k.startswith("projectors.speech.") for k in saved)  # still saved as a trained component
+    with pytest.raises(ConfigError, match="trains nothing"):
+        Trainer(_cfg(data_dir, tmp_path / "y", model_overrides=["projectors.speech.trainable=full"],
+                     optim__lr_multipliers={"projectors.speech": 0}), tmp_path / "y")
 
 
 def test_errors_before_any_step(data_dir, tmp_path):

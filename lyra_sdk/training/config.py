@@ -57,14 +57,15 @@ class OptimSection(_Strict):
     lr_multipliers: dict[str, float] = Field(
         default_factory=dict,
         description="learning-rate factor per parameter-name prefix, e.g. {'encoders.speech': 0.1} to fine-tune an "
-                    "encoder gently beside a projector; the longest matching prefix wins, others get 1")
+                    "encoder gently beside a projector; 0 freezes those parameters (their saved layout is kept); "
+                    "the longest matching prefix wins, others get 1")
 
     @field_validator("lr_multipliers")
     @classmethod
     def _positive_multipliers(cls, value: dict[str, float]) -> dict[str, float]:
-        bad = [k for k, v in value.items() if not v > 0 or not k.strip()]
+        bad = [k for k, v in value.items() if not v >= 0 or not k.strip()]
         if bad:
-            raise ValueError(f"each lr multiplier needs a non-empty prefix and a value > 0 (not: {', '.join(bad)})")
+            raise ValueError(f"each lr multiplier needs a non-empty prefix and a value >= 0 (not: {', '.join(bad)})")
         return value
 
 

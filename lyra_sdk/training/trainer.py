@@ -236,6 +236,7 @@ class Trainer:
             self.lyra.encoder_cache = EncoderCache(cfg.data.encoder_cache_mb * 2**20,
                                                    cfg.path(cfg.data.encoder_cache_dir))
         self._set_trainable()
+        self._frozen_prefixes = self._freeze_zero_multipliers()
         self.params = [p for p in self.lyra.parameters() if p.requires_grad]
         if not self.params:
             raise ConfigError([("model.overrides", "this config trains nothing: set trainable: full (or lora with "
@@ -302,17 +303,33 @@ class Trainer:
             if spec.trainable == "full" and path != "llm" and not any(path == f"projectors.{m.value}" for m in owned):
                 module.requires_grad_(True)
 
+    def _multiplier_prefix(self, name: str) -> str | None:
+        """The ``optim.lr_multipliers`` prefix that governs parameter ``name`` (the longest match), or None."""
+        prefixes = sorted(self.cfg.optim.lr_multipliers, key=len, reverse=True)
+        return next((k for k in prefixes if name == k or name.startswith(k.rstrip(".") + ".")), None)
+
+    def _freeze_zero_multipliers(self) -> set[str]:
+        """Freeze the trainable parameters whose multiplier is 0 (no gradient, not in the optimizer); the
+        component keeps its ``trainable`` setting, so what is saved does not change. Returns the prefixes used."""
+        used: set[str] = set()
+        for name, param in self.lyra.named_parameters():
+            key = self._multiplier_prefix(name) if param.requires_grad else None
+            if key is not None and self.cfg.optim.lr_multipliers[key] == 0:
+                param.requires_grad_(False)
+                used.add(key)
+        for key in sorted(used):
+            log.info("lr x0: %s frozen", key)
+        return used
+
     def _param_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters grouped by ``optim.lr_multipliers`` (longest matching name prefix wins); each group
         keeps its ``lr_multiplier``, so the logged base rate is derived from any group."""
         o = self.cfg.optim
         named = [(n, p) for n, p in self.lyra.named_parameters() if p.requires_grad]
-        prefixes = sorted(o.lr_multipliers, key=len, reverse=True)
         groups: dict[str | None, list[Tensor]] = {}
         for name, param in named:
-            key = next((k for k in prefixes if name == k or name.startswith(k.rstrip(".") + ".")), None)
-            groups.setdefault(key, []).append(param)
-        unused = [k for k in o.lr_multipliers if k not in groups]
+            groups.setdefault(self._multiplier_prefix(name), []).append(param)
+        unused = [k for k in o.lr_multipliers if k not in groups and k not in self._frozen_prefixes]
         if unused:
             have = sorted({".".join(n.split(".")[:2]) for n, _ in named})
             raise ConfigError([(f"optim.lr_multipliers.{k}", "matches no trainable parameter; trainable ones start "

@@ -127,7 +127,7 @@ def test_a_zero_lr_multiplier_freezes_and_keeps_the_saved_layout(data_dir, tmp_p
     assert not torch.equal(proj.linear2.weight, first)
     saved = load_file(str(tmp_path / "z" / "final" / "model.safetensors"))
     assert any(k.startswith("projectors.speech.") for k in saved)  # still saved as a trained component
-    with pytest.raises(ConfigError, match="trains nothing"):
+    with pytest.raises(ConfigError, match=r"trains nothing.*lr multiplier 0 froze: projectors.speech"):
         Trainer(_cfg(data_dir, tmp_path / "y", model_overrides=["projectors.speech.trainable=full"],
                      optim__lr_multipliers={"projectors.speech": 0}), tmp_path / "y")
 

@@ -62,7 +62,7 @@ class OptimSection(_Strict):
 
     @field_validator("lr_multipliers")
     @classmethod
-    def _positive_multipliers(cls, value: dict[str, float]) -> dict[str, float]:
+    def _non_negative_multipliers(cls, value: dict[str, float]) -> dict[str, float]:
         bad = [k for k, v in value.items() if not v >= 0 or not k.strip()]
         if bad:
             raise ValueError(f"each lr multiplier needs a non-empty prefix and a value >= 0 (not: {', '.join(bad)})")

@@ -239,8 +239,10 @@ class Trainer:
         self._frozen_prefixes = self._freeze_zero_multipliers()
         self.params = [p for p in self.lyra.parameters() if p.requires_grad]
         if not self.params:
+            frozen = (f" (lr multiplier 0 froze: {', '.join(sorted(self._frozen_prefixes))})"
+                      if self._frozen_prefixes else "")
             raise ConfigError([("model.overrides", "this config trains nothing: set trainable: full (or lora with "
-                                "run.lora_route) on at least one component")])
+                                f"run.lora_route) on at least one component{frozen}")])
         self._check_losses()
         files = [cfg.data.train] if isinstance(cfg.data.train, str) else cfg.data.train
         self.train_set = [s for f in files
@@ -305,7 +307,7 @@ class Trainer:
 
     def _multiplier_prefix(self, name: str) -> str | None:
         """The ``optim.lr_multipliers`` prefix that governs parameter ``name`` (the longest match), or None."""
-        prefixes = sorted(self.cfg.optim.lr_multipliers, key=len, reverse=True)
+        prefixes = sorted(self.cfg.optim.lr_multipliers, key=len, reverse=True)  # a few keys, set-up only
         return next((k for k in prefixes if name == k or name.startswith(k.rstrip(".") + ".")), None)
 
     def _freeze_zero_multipliers(self) -> set[str]:

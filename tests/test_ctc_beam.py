@@ -109,6 +109,30 @@ def test_ctc_compress_with_a_prior_reads_the_chosen_pieces_embeddings():
     assert kept.tokens.shape[0] == 1  # never an empty speech slot
 
 
+def test_skip_scores_per_group_and_a_confident_group_outlasts_the_prior_with_skip_from_blank():
+    cands = [[(1, 0.0)], [(5, 0.0)], [(4, 0.0)]]
+    prior = BigramPrior({-1: {1: 0.9}, 1: {4: 0.9}, 5: {4: 0.9}})  # the LM dislikes 5 after 1
+    assert lm_beam_search(cands, prior, None, lm_weight=1.0, skip_score=[-1.0, -30.0, -1.0],
+                          token_bonus=0.0) == [(0, 1), (1, 5), (2, 4)]
+    assert lm_beam_search(cands, prior, None, lm_weight=1.0, skip_score=-1.0, token_bonus=0.0) == [(0, 1), (2, 4)]
+    with pytest.raises(ValueError, match="2 groups' scores for 3 groups"):
+        lm_beam_search(cands, prior, None, skip_score=[-1.0, -1.0])
+
+    torch.manual_seed(0)
+    table = torch.linalg.qr(torch.randn(16, 8))[0].T.contiguous()  # (8, 16) orthonormal rows
+    sure = _clip(table, [1, None, 5, None, 4])  # piece 5 said clearly (blank posterior ~e-13)
+    unsure = sure.clone()
+    unsure[2] = table[5] * 9.6  # logit 9.6 against the blank's 10: blank posterior 0.6
+    opts = SpeechCompressionOptions(output="embeddings", decode="beam", temperature=1.0, lm_weight=1.0,
+                                    blank_logit=10.0, skip_score=-1.0, token_bonus=0.0, blank_threshold=0.9)
+    blank_aware = opts.model_copy(update={"skip_from_blank": True})
+    said = lambda o, x: ctc_compress(x, table, o, prior, None).pieces.tolist()  # noqa: E731
+    assert said(blank_aware, sure) == [1, 5, 4]  # sure of what it heard: kept against the LM
+    assert said(blank_aware, unsure) == [1, 4]  # unsure, and the LM disagrees: dropped
+    assert said(opts, sure) == [1, 4]  # one skip score for all: the LM drops even the sure group
+    assert said(opts.model_copy(update={"blank_threshold": 0.5}), unsure) == [1, 4]  # 0.5: never a group
+
+
 def test_beam_needs_embeddings_output(tiny_config):
     with pytest.raises(ConfigError, match="output: embeddings"):
         LyraConfig.from_dict(tiny_config(), ["speech_compression.decode=beam"])

@@ -13,7 +13,11 @@ all (a spurious group: score ``skip_score``), and a beam of ``beam_size`` hypoth
     + \lambda \log P_{\mathrm{LLM}}(\text{the prompt's next token, e.g. the end of the turn} \mid \ldots)
 
 (shallow fusion; :math:`\lambda` = ``lm_weight``, :math:`\beta` = ``token_bonus`` per kept piece, which keeps
-the LM from preferring to skip). The context is the prompt's text before the speech (system prompt and the
+the LM from preferring to skip). With ``skip_from_blank`` each group's blank posterior :math:`b_g` enters too:
+a piece scores its posterior over all outputs, :math:`\log p(v \mid g) + \log(1 - b_g)`, and dropping the group
+scores :math:`\log b_g` + ``skip_score``, so the LM can drop an unsure group but hardly a confident one
+(with a ``blank_threshold`` above 0.5, groups the projector was unsure of get this chance instead of being
+dropped before the search). The context is the prompt's text before the speech (system prompt and the
 user turn's opening), and the LLM runs with adapters off: it scores the transcript as a typed message. The
 CTC vocabulary *is* the LLM's vocabulary, so no lexicon or separate LM is needed. The LLM then reads the
 winning pieces' own input embeddings: exactly what typing that transcript gives.
@@ -85,21 +89,25 @@ class BackbonePrior:
 
 
 def lm_beam_search(candidates: Sequence[Sequence[tuple[int, float]]], prior: LMPrior, end_id: int | None,
-                   beam_size: int = 4, lm_weight: float = 0.3, skip_score: float = -3.0,
+                   beam_size: int = 4, lm_weight: float = 0.3, skip_score: float | Sequence[float] = -3.0,
                    token_bonus: float = 0.5) -> list[tuple[int, int]]:
     """Pick one word piece (or none) per group; returns the kept ``(group index, token id)`` pairs in order.
 
-    ``candidates[g]`` lists group ``g``'s ``(token id, CTC log posterior)`` options, best first. With
-    ``lm_weight`` 0 and a very low ``skip_score`` this is the greedy choice. ``end_id`` (the prompt's token
-    after the speech, e.g. the end of the turn) scores how well each finished hypothesis ends; None skips it.
+    ``candidates[g]`` lists group ``g``'s ``(token id, CTC log posterior)`` options, best first. ``skip_score``
+    is the score of dropping a group: one for all, or one per group. With ``lm_weight`` 0 and a very low
+    ``skip_score`` this is the greedy choice. ``end_id`` (the prompt's token after the speech, e.g. the end of
+    the turn) scores how well each finished hypothesis ends; None skips it.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be at least 1, got {beam_size}")
+    skips = [float(skip_score)] * len(candidates) if isinstance(skip_score, (int, float)) else list(skip_score)
+    if len(skips) != len(candidates):
+        raise ValueError(f"skip_score lists {len(skips)} groups' scores for {len(candidates)} groups")
     beams: list[tuple[tuple[tuple[int, int], ...], float, PriorState]] = [((), 0.0, prior.start())]
     for g, options in enumerate(candidates):
         scored: list[tuple[float, int, int | None]] = []  # (score, beam index, token or None = skip)
         for b, (_, score, state) in enumerate(beams):
-            scored.append((score + skip_score, b, None))
+            scored.append((score + skips[g], b, None))
             lp = state.logprobs
             for tid, ac in options:
                 scored.append((score + ac + lm_weight * float(lp[tid]) + token_bonus, b, tid))

@@ -74,6 +74,11 @@ class SpeechCompressionOptions(BaseModel):
     beam_candidates: int = Field(6, ge=1, description="word pieces offered per group (decode: beam)")
     lm_weight: float = Field(0.3, ge=0.0, description="weight of the LLM's log-probability (decode: beam)")
     skip_score: float = Field(-3.0, le=0.0, description="score of dropping a group altogether (decode: beam)")
+    skip_from_blank: bool = Field(
+        False, description="decode: beam: weigh each group by its blank posterior b too: each piece scores its "
+                           "posterior over all outputs (log(1 - b) lower), dropping it scores log b + skip_score, "
+                           "so an unsure group is easier to drop than a confident one (pairs with a higher "
+                           "blank_threshold, which lets unsure groups in)")
     token_bonus: float = Field(0.5, description="score added per kept word piece (decode: beam)")
     beam_max_groups: int = Field(256, ge=1, description="longer clips are compressed greedily (decode: beam)")
     beam_llm: Literal["route", "base"] = Field(
@@ -154,13 +159,18 @@ def _beam(groups: Tensor, starts: Tensor, vocab_embeds: Tensor, options: SpeechC
           end_id: int | None) -> CompressionResult:
     """Choose each group's word piece by the LM-fused beam search; the LLM reads their own embeddings."""
     k = min(options.beam_candidates, vocab_embeds.shape[0])
-    cands = []
+    cands, skips = [], []
     for piece in groups.split(CHUNK):
-        lp = vocab_ctc_logits(piece, vocab_embeds, options.temperature, options.blank_logit)[:, :-1].log_softmax(-1)
+        logits = vocab_ctc_logits(piece, vocab_embeds, options.temperature, options.blank_logit)
+        if options.skip_from_blank:  # pieces over all outputs; the skip starts from the blank's log posterior
+            full = logits.log_softmax(-1)
+            lp, skips = full[:, :-1], skips + (full[:, -1] + options.skip_score).tolist()
+        else:
+            lp = logits[:, :-1].log_softmax(-1)
         top = lp.topk(k, dim=-1)
         cands += [list(zip(i.tolist(), v.tolist(), strict=True)) for i, v in zip(top.indices, top.values, strict=True)]
-    chosen = lm_beam_search(cands, prior, end_id, options.beam_size, options.lm_weight, options.skip_score,
-                            options.token_bonus)
+    chosen = lm_beam_search(cands, prior, end_id, options.beam_size, options.lm_weight,
+                            skips if options.skip_from_blank else options.skip_score, options.token_bonus)
     if not chosen:  # every group skipped: keep the surest one, so the prompt keeps its speech slot
         g = max(range(len(cands)), key=lambda i: cands[i][0][1])
         chosen = [(g, cands[g][0][0])]

@@ -94,6 +94,20 @@ def test_embeddings_output_is_the_posterior_mix_of_the_table():
     assert x.grad[2].abs().sum() > 0 and x.grad[1].abs().sum() == 0
 
 
+def test_greedy_pieces_best_reads_each_groups_best_piece_as_typed(tiny_config):
+    table = _table()
+    x = _clip(table, [3, None, 6, 6]) * torch.tensor([[1.0], [1.0], [0.5], [0.5]])
+    x[2:4] += 0.48 * table[7] * 3.0  # an unsure group: 6, or maybe 7
+    opts = SpeechCompressionOptions(temperature=TAU, output="embeddings", greedy_pieces="best")
+    out = ctc_compress(x, table, opts)
+    assert out.groups.tolist() == [0, 2] and out.pieces.tolist() == [3, 6]
+    torch.testing.assert_close(out.tokens, table[[3, 6]])  # exactly the typed pieces, no mix
+    mix = ctc_compress(x, table, opts.model_copy(update={"greedy_pieces": "mix"}))
+    assert mix.pieces is None and not torch.allclose(mix.tokens[1], table[6], atol=1e-2)
+    with pytest.raises(ConfigError, match="greedy_pieces"):
+        LyraConfig.from_dict(tiny_config(), ["speech_compression.greedy_pieces=argmax"])
+
+
 def test_long_inputs_are_scored_in_pieces_with_the_same_result(monkeypatch):
     import lyra_sdk.mechanisms.ctc_compression as cc
 

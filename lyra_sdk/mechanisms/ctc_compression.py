@@ -67,6 +67,10 @@ class SpeechCompressionOptions(BaseModel):
                               "embeddings under its posterior (blank left out)")
     temperature: float = Field(0.06, gt=0.0, description="as loss.asr_ctc_temperature when the projector trained")
     blank_logit: float | None = Field(None, description="as loss.asr_ctc_blank (None = ln V + 4)")
+    greedy_pieces: Literal["mix", "best"] = Field(
+        "mix", description="output: embeddings, greedy compression (training mode, no LM prior, long clips): mix = "
+                           "each group's posterior mix of word-piece embeddings; best = its best piece's own "
+                           "embedding, as the beam gives (no CE gradient reaches the projector through it)")
     decode: Literal["greedy", "beam"] = Field(
         "greedy", description="greedy = each group's posterior mix; beam = word pieces chosen by a beam search fused "
                               "with the LLM's prior (inference only; needs output: embeddings)")
@@ -147,6 +151,11 @@ def ctc_compress(tokens: Tensor, vocab_embeds: Tensor, options: SpeechCompressio
             return _beam(out, idx[new], vocab_embeds, options, prior, end_id)
         log.info("speech of %d word-piece groups is longer than beam_max_groups=%d: compressed greedily",
                  m, options.beam_max_groups)
+    if options.output == "embeddings" and options.greedy_pieces == "best":
+        with torch.no_grad():
+            ids = torch.cat([vocab_ctc_logits(piece, vocab_embeds, options.temperature, options.blank_logit)[:, :-1]
+                             .argmax(-1) for piece in out.split(CHUNK)])
+        return CompressionResult(vocab_embeds[ids].to(tokens.dtype), idx[new], ids)
     if options.output == "embeddings":
         table = vocab_embeds.float()
         out = torch.cat([(vocab_ctc_logits(piece, vocab_embeds, options.temperature, options.blank_logit)[:, :-1]

@@ -232,6 +232,10 @@ def test_beam_llm_base_answers_a_spoken_prompt_with_the_adapters_off(routed_mode
         model.config.speech_compression = saved.model_copy(update={"beam_llm": "base", "beam_max_groups": 1})
         model.prepare([spoken])
         assert model.lora.active == "speech"  # compressed greedily (too long for the beam): not typed-like
+        model.config.speech_compression = saved.model_copy(update={"beam_llm": "base", "beam_max_groups": 1,
+                                                                   "greedy_pieces": "best"})
+        model.prepare([spoken])
+        assert model.lora.active is None  # greedy, but read as the best pieces: typed-like again
     finally:
         model.config.speech_compression = saved
 

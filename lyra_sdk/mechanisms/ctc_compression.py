@@ -26,7 +26,8 @@ groups (long recordings) are compressed greedily. With ``beam_llm: base``, a pro
 spoken question or instruction) is then answered with the LoRA adapters off, as the base LLM answers its typed
 transcript (the route's own projector still hears the speech). Prompts with a typed instruction next to the
 speech ("Transcribe the speech.") keep the route, which learned those tasks; so does a batch with any such
-prompt or any greedily compressed clip.
+prompt or any clip compressed greedily into posterior mixes (with ``greedy_pieces: best`` a greedily
+compressed clip is read as word pieces too, so it counts as typed-like).
 
 A clip whose tokens are all blank keeps its least-blank token, so a prompt never loses its speech slot.
 Enable it per model with ``speech_compression: {mode: ctc}`` in the config; the temperature and blank score

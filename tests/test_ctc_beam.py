@@ -115,6 +115,8 @@ def test_skip_scores_per_group_and_a_confident_group_outlasts_the_prior_with_ski
     assert lm_beam_search(cands, prior, None, lm_weight=1.0, skip_score=[-1.0, -30.0, -1.0],
                           token_bonus=0.0) == [(0, 1), (1, 5), (2, 4)]
     assert lm_beam_search(cands, prior, None, lm_weight=1.0, skip_score=-1.0, token_bonus=0.0) == [(0, 1), (2, 4)]
+    assert lm_beam_search(cands, prior, None, lm_weight=1.0, skip_score=torch.tensor(-1.0),  # a 0-d tensor is a number
+                          token_bonus=0.0) == [(0, 1), (2, 4)]
     with pytest.raises(ValueError, match="2 groups' scores for 3 groups"):
         lm_beam_search(cands, prior, None, skip_score=[-1.0, -1.0])
 

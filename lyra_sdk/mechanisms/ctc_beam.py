@@ -100,7 +100,7 @@ def lm_beam_search(candidates: Sequence[Sequence[tuple[int, float]]], prior: LMP
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be at least 1, got {beam_size}")
-    skips = [float(skip_score)] * len(candidates) if isinstance(skip_score, (int, float)) else list(skip_score)
+    skips = [float(s) for s in skip_score] if isinstance(skip_score, Sequence) else [float(skip_score)] * len(candidates)
     if len(skips) != len(candidates):
         raise ValueError(f"skip_score lists {len(skips)} groups' scores for {len(candidates)} groups")
     beams: list[tuple[tuple[tuple[int, int], ...], float, PriorState]] = [((), 0.0, prior.start())]

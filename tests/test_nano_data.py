@@ -93,3 +93,18 @@ def test_dev_questions_are_disjoint_from_the_dataset_questions(monkeypatch):
     monkeypatch.setattr(dev, "DEV_TEMPLATES", [*dev.DEV_TEMPLATES, ("{}", [clash])])
     with pytest.raises(SystemExit, match="also made by make_nano_dataset"):
         dev.check_disjoint()
+
+
+def test_topic_prompts_skip_the_most_frequent_and_never_name_a_held_out_filler():
+    import make_nano_paragraphs as paragraphs
+
+    held = paragraphs.held_out_fillers(0)
+    assert held and not held & set(paragraphs.training_fillers(0))
+    words = [f"word{i}" for i in range(300)] + sorted(held)  # held-out fillers among the candidates
+    a = paragraphs.topic_prompts(words, 40, 0, skip=100, top=10**6, avoid=held)
+    assert a == paragraphs.topic_prompts(words, 40, 0, skip=100, top=10**6, avoid=held)
+    assert len(set(a)) == 40 and {p.split()[0] for p in a} == {"Write", "Describe", "Tell"}
+    topics = {w for p in a for w in words if p.rstrip(".").endswith(" " + w)}
+    assert len(topics) == 40 and not topics & held and all(int(t[4:]) >= 100 for t in topics)
+    with pytest.raises(SystemExit, match="only"):
+        paragraphs.topic_prompts(words, 10**4, 0, avoid=held)

@@ -98,6 +98,9 @@ def build(out: Path, config: str, seed: int, batch_size: int, max_new_tokens: in
     texts = generate_typed(prompts, config, batch_size, max_new_tokens, "writing paragraphs")
     sentences = list(dict.fromkeys(s for t in texts for s in speakable_sentences(t)))
     sentences = [s for s in sentences if s not in held]
+    if voice_pool == "wide":  # voices down to 135 words a minute: a smaller word budget, no sentence over it
+        max_seconds *= 135 / 155
+        sentences = [s for s in sentences if len(s.split()) <= max_seconds * WORDS_PER_SECOND]
     rng = random.Random(seed + 7)
     clips = pack(sentences, rng, max_seconds)
     prefix = "para" if name == "paragraphs" else name

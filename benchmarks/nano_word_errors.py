@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--config", default=str(HERE.parent / "examples" / "configs" / "lyra-nano.yaml"))
     args = ap.parse_args()
 
-    from make_nano_wordlists import vocabulary
+    from make_nano_wordlists import whole_pieces
 
     from lyra_sdk import Lyra
     from lyra_sdk.evaluation import normalize_text
@@ -87,7 +87,7 @@ def main() -> None:
         for rec in json.loads(path.read_text(encoding="utf-8")):
             seen.update(normalize_text(rec.get("speech_asr") or "").split())
     tokenizer = Lyra.from_config(args.config).llm.tokenizer
-    rank = {w: i for i, w in enumerate(vocabulary(args.config))}
+    rank = {w: i for i, w in enumerate(whole_pieces(tokenizer))}
 
     kinds: dict[str, list[int]] = {}
     bins: dict[str, list[int]] = {}

@@ -22,7 +22,7 @@ word lists voice out of context are heard in sentences too: the tokenizer's whol
 deterministically, never a held-out question's filler; ``--name`` and ``--voice-pool wide`` as in
 make_nano_wordlists.py:
 
-    python examples/data/make_nano_paragraphs.py --topics 1500 --name topics --voice-pool wide
+    python examples/data/make_nano_paragraphs.py --topics 480 --name topics --voice-pool wide
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ import sys
 from pathlib import Path
 
 from espeak import speak_clips, update_stats  # examples/data is on sys.path when run as a script
-from make_nano_dataset import (TEMPLATES, TRAIN_VOICES, asr_record, generate_typed, speakable_sentences,
+from make_nano_dataset import (TEMPLATES, asr_record, generate_typed, speakable_sentences,
                                split_questions)
-from make_nano_voices import check_pool, wide_voice
+from make_nano_voices import check_pool, clip_voice
 
 STYLES = ["Write a short paragraph about {}.", "Describe {}.", "Tell me something interesting about {}."]
 WORDS_PER_SECOND = 2.6  # espeak-ng near 155 words per minute
@@ -108,11 +108,7 @@ def build(out: Path, config: str, seed: int, batch_size: int, max_new_tokens: in
         old.unlink()
     jobs, records = [], []
     for i, text in enumerate(clips):
-        if voice_pool == "wide":
-            voice = wide_voice(rng)
-        else:
-            base, speed, pitch = TRAIN_VOICES[i % len(TRAIN_VOICES)]
-            voice = (base, speed + rng.randint(-15, 15), max(0, min(99, pitch + rng.randint(-10, 10))))
+        voice = clip_voice(rng, i, voice_pool)
         wav = f"audio/{prefix}_{i:05d}.wav"
         jobs.append((text, voice, str(out / wav)))
         records.append(asr_record(f"train-{prefix}-{i}", wav, text, voice[0]))

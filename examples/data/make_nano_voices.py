@@ -46,6 +46,15 @@ def wide_voice(rng: random.Random) -> tuple[str, int, int]:
     return f"{rng.choice(ACCENTS)}+{rng.choice(VARIANTS)}", rng.randint(135, 185), rng.randint(25, 75)
 
 
+def clip_voice(rng: random.Random, i: int, pool: str) -> tuple[str, int, int]:
+    """Clip ``i``'s voice: ``wide`` = :func:`wide_voice`; ``train`` = the training voices in turn, speed
+    jittered by up to 15 and pitch by up to 10."""
+    if pool == "wide":
+        return wide_voice(rng)
+    base, speed, pitch = TRAIN_VOICES[i % len(TRAIN_VOICES)]
+    return base, speed + rng.randint(-15, 15), max(0, min(99, pitch + rng.randint(-10, 10)))
+
+
 def build(out: Path, seed: int, workers: int) -> dict:
     src = out / "stage1_paragraphs.json"
     if not src.is_file():

@@ -37,8 +37,8 @@ import sys
 from pathlib import Path
 
 from espeak import speak_clips, update_stats  # examples/data is on sys.path when run as a script
-from make_nano_dataset import TRAIN_VOICES, asr_record
-from make_nano_voices import check_pool, wide_voice
+from make_nano_dataset import asr_record
+from make_nano_voices import check_pool, clip_voice
 
 WORD_PIECE = re.compile(r"[A-Za-z]{3,}")
 
@@ -51,8 +51,11 @@ def vocabulary(config: str, kind: str = "pieces") -> list[str]:
     from lyra_sdk import Lyra
 
     tokenizer = Lyra.from_config(config).llm.tokenizer
-    if kind == "split":
-        return split_words(tokenizer)
+    return split_words(tokenizer) if kind == "split" else whole_pieces(tokenizer)
+
+
+def whole_pieces(tokenizer) -> list[str]:
+    """The tokenizer's space-prefixed pieces of 3+ letters (not all capitals), in id order (frequent first)."""
     words = []
     for idx in range(len(tokenizer)):
         text = tokenizer.decode([idx])
@@ -121,11 +124,7 @@ def plan(vocab: list[str], seed: int, clips: int, words: tuple[int, int], top: i
     out = []
     for i in range(clips):
         text = " ".join(rng.choices(vocab, weights, k=rng.randint(*words)))
-        if voice_pool == "wide":
-            voice = wide_voice(rng)
-        else:
-            base, speed, pitch = TRAIN_VOICES[i % len(TRAIN_VOICES)]
-            voice = (base, speed + rng.randint(-15, 15), max(0, min(99, pitch + rng.randint(-10, 10))))
+        voice = clip_voice(rng, i, voice_pool)
         out.append((text, voice))
     return out
 

@@ -10,6 +10,7 @@ import pytest
 DATA = Path(__file__).resolve().parents[1] / "examples" / "data"
 sys.path.insert(0, str(DATA))
 
+import make_nano_route_copy as route_copy  # noqa: E402
 import make_nano_voices as voices  # noqa: E402
 import make_nano_wordlists as wordlists  # noqa: E402
 from make_nano_dataset import EVAL_VOICES, TRAIN_VOICES  # noqa: E402
@@ -108,3 +109,26 @@ def test_topic_prompts_skip_the_most_frequent_and_never_name_a_held_out_filler()
     assert len(topics) == 40 and not topics & held and all(int(t[4:]) >= 100 for t in topics)
     with pytest.raises(SystemExit, match="only"):
         paragraphs.topic_prompts(words, 10**4, 0, avoid=held)
+
+
+def test_route_copy_records_copy_their_prompt_and_leave_held_out_texts_out():
+    import random
+
+    texts = ["The cat sat on the mat.", "the cat  sat on the MAT", "What is the opposite of old?",
+             "Bees make honey from flowers.", "Rain falls from the clouds."]
+    held = {route_copy._key("What is the opposite of old?")}
+    records = route_copy.copy_records(texts, held, seed=3, share=0.5)
+    assert records == route_copy.copy_records(texts, held, seed=3, share=0.5)  # deterministic
+    assert len(records) == 3  # the duplicate (after normalising) and the held-out question are gone
+    for rec in records:
+        human, answer = rec["conversations"][0]["value"], rec["conversations"][1]["value"]
+        assert "speech" not in rec and "<speech>" not in human
+        assert human == f"{answer}\nTranscribe the speech."  # the answer is exactly what the prompt reads
+        assert route_copy._key(answer) not in held
+    plain = route_copy.copy_records(texts, held, seed=3, share=0.0)
+    assert [r["conversations"][1]["value"] for r in plain] == [texts[0], texts[3], texts[4]]
+    rng = random.Random(0)
+    edited = [route_copy.corrupt("one two three four five", rng, ["zebra"]) for _ in range(50)]
+    assert all(e != "one two three four five" for e in edited)
+    assert any(len(e.split()) != 5 for e in edited) and any("zebra" in e for e in edited)
+    assert route_copy.corrupt("two words", rng, ["x"]) == "two words"  # too short to edit

@@ -23,6 +23,8 @@ deterministically, never a held-out question's filler; ``--name`` and ``--voice-
 make_nano_wordlists.py:
 
     python examples/data/make_nano_paragraphs.py --topics 480 --name topics --voice-pool wide
+
+``--topic-seed S`` draws another 480 words (and voices) for a further set, e.g. ``--topic-seed 1 --name topics2``.
 """
 
 from __future__ import annotations
@@ -82,7 +84,9 @@ def topic_prompts(words: list[str], count: int, seed: int, skip: int = 200, top:
 
 
 def build(out: Path, config: str, seed: int, batch_size: int, max_new_tokens: int, max_seconds: float,
-          topics: int = 0, topic_skip: int = 200, name: str = "paragraphs", voice_pool: str = "train") -> dict:
+          topics: int = 0, topic_skip: int = 200, name: str = "paragraphs", voice_pool: str = "train",
+          topic_seed: int | None = None) -> dict:
+    draw = seed if topic_seed is None else topic_seed  # which topic words and voices; the held-out split is seed's
     if not (out / "asr_eval.json").is_file():
         raise SystemExit(f"{out / 'asr_eval.json'} is missing: run make_nano_dataset.py --out {out} first")
     held = {r["speech_asr"] for file in ("asr_eval.json", "qa_eval.json")
@@ -90,7 +94,7 @@ def build(out: Path, config: str, seed: int, batch_size: int, max_new_tokens: in
     if topics:
         from make_nano_wordlists import vocabulary
 
-        prompts = topic_prompts(vocabulary(config), topics, seed, topic_skip, avoid=held_out_fillers(seed))
+        prompts = topic_prompts(vocabulary(config), topics, draw, topic_skip, avoid=held_out_fillers(seed))
     else:
         prompts = [style.format(f) for f in training_fillers(seed) for style in STYLES]
     if voice_pool == "wide":
@@ -101,7 +105,7 @@ def build(out: Path, config: str, seed: int, batch_size: int, max_new_tokens: in
     if voice_pool == "wide":  # voices down to 135 words a minute: a smaller word budget, no sentence over it
         max_seconds *= 135 / 155
         sentences = [s for s in sentences if len(s.split()) <= max_seconds * WORDS_PER_SECOND]
-    rng = random.Random(seed + 7)
+    rng = random.Random(draw + 7)
     clips = pack(sentences, rng, max_seconds)
     prefix = "para" if name == "paragraphs" else name
     for old in (out / "audio").glob(f"{prefix}_*.wav"):
@@ -131,6 +135,9 @@ def main() -> None:
     ap.add_argument("--topics", type=int, default=0,
                     help="prompt this many common words instead of the training fillers (0 = the fillers)")
     ap.add_argument("--topic-skip", type=int, default=200, help="with --topics: leave out the most frequent N")
+    ap.add_argument("--topic-seed", type=int, default=None,
+                    help="with --topics: draw other topic words and voices (default: --seed); the held-out split "
+                         "stays --seed's")
     ap.add_argument("--name", default="paragraphs", help="set name: OUT/stage1_NAME.json (default: paragraphs)")
     ap.add_argument("--voice-pool", choices=["train", "wide"], default="train",
                     help="train = the 10 training voices; wide = make_nano_voices.py's pool")
@@ -143,7 +150,7 @@ def main() -> None:
         raise SystemExit("--topics and --topic-skip take 0 or a positive number")
     sys.stderr.write(json.dumps(build(args.out, args.config, args.seed, args.batch_size, args.max_new_tokens,
                                       args.max_seconds, args.topics, args.topic_skip, args.name,
-                                      args.voice_pool)) + "\n")
+                                      args.voice_pool, args.topic_seed)) + "\n")
 
 
 if __name__ == "__main__":

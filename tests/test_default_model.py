@@ -47,6 +47,21 @@ def test_default_answers_spoken_and_typed_question(capsys):
     assert "Loading weights" not in spoken.err  # transformers' own progress bar is hidden
 
 
+
+@needs_nano
+def test_default_route_writes_down_what_it_heard(capsys):
+    # a typed instruction about the speech goes through the `speech` route, which reads the beam's word pieces as
+    # typed text and (since stage 4j) copies them instead of rewriting them
+    from lyra_sdk.evaluation import normalize_text
+
+    code = run_cli(["run", "--speech", str(ROOT / "examples" / "audio" / "sentence.flac"), "--prompt",
+                    "<speech> Transcribe the speech.", "--max-new-tokens", "32", "--show-heard"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    heard = next(line[len("heard: "):] for line in out.err.splitlines() if line.startswith("heard: "))
+    assert "fox" in heard.lower() and "dog" in heard.lower()
+    assert normalize_text(out.out) == normalize_text(heard)
+
 def test_quiet_hf_loading_restores_the_progress_bar():
     from transformers.utils import logging as hf_logging
 

@@ -55,7 +55,7 @@ def test_default_route_writes_down_what_it_heard(capsys):
     from lyra_sdk.evaluation import normalize_text
 
     code = run_cli(["run", "--speech", str(ROOT / "examples" / "audio" / "sentence.flac"), "--prompt",
-                    "<speech> Transcribe the speech.", "--max-new-tokens", "32", "--show-heard"])
+                    "<speech>\nTranscribe the speech.", "--max-new-tokens", "32", "--show-heard"])
     out = capsys.readouterr()
     assert code == 0, out.err
     heard = next(line[len("heard: "):] for line in out.err.splitlines() if line.startswith("heard: "))

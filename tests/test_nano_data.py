@@ -116,7 +116,7 @@ def test_route_copy_records_copy_their_prompt_and_leave_held_out_texts_out():
 
     texts = ["The cat sat on the mat.", "the cat  sat on the MAT", "What is the opposite of old?",
              "Bees make honey from flowers.", "Rain falls from the clouds."]
-    held = {route_copy._key("What is the opposite of old?")}
+    held = {route_copy.normalize_text("What is the opposite of old?")}
     records = route_copy.copy_records(texts, held, seed=3, share=0.5)
     assert records == route_copy.copy_records(texts, held, seed=3, share=0.5)  # deterministic
     assert len(records) == 3  # the duplicate (after normalising) and the held-out question are gone
@@ -124,7 +124,7 @@ def test_route_copy_records_copy_their_prompt_and_leave_held_out_texts_out():
         human, answer = rec["conversations"][0]["value"], rec["conversations"][1]["value"]
         assert "speech" not in rec and "<speech>" not in human
         assert human == f"{answer}\nTranscribe the speech."  # the answer is exactly what the prompt reads
-        assert route_copy._key(answer) not in held
+        assert route_copy.normalize_text(answer) not in held
     plain = route_copy.copy_records(texts, held, seed=3, share=0.0)
     assert [r["conversations"][1]["value"] for r in plain] == [texts[0], texts[3], texts[4]]
     rng = random.Random(0)

@@ -23,17 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 from pathlib import Path
 
 from make_nano_dataset import ASR_INSTRUCTION  # examples/data is on sys.path when run as a script
 
+from lyra_sdk.evaluation import normalize_text  # the text WER compares: one notion of "the same sentence"
+
 DEFAULT_SETS = ["stage1_train.json", "stage2_all_train.json", "stage1_topics.json", "stage1_paragraphs.json"]
 HELD_OUT = ["asr_eval.json", "qa_eval.json", "dev_asr.json", "dev_qa.json"]
-
-
-def _key(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
 
 
 def corrupt(text: str, rng: random.Random, pool: list[str]) -> str:
@@ -62,8 +59,8 @@ def copy_records(transcripts: list[str], held_out: set[str], seed: int, share: f
     seen, texts = set(held_out), []
     for t in transcripts:
         t = " ".join(t.split())
-        if t and _key(t) not in seen:
-            seen.add(_key(t))
+        if t and normalize_text(t) not in seen:
+            seen.add(normalize_text(t))
             texts.append(t)
     pool = sorted({w for t in texts for w in t.split() if w.isalpha()})
     out = []
@@ -104,7 +101,7 @@ def main() -> None:
     transcripts = read_transcripts(args.out, args.sets, required=args.sets != DEFAULT_SETS)
     if not transcripts:
         raise SystemExit(f"no transcripts found in {args.out} ({', '.join(args.sets)}): run make_nano_dataset.py first")
-    held = {_key(t) for t in read_transcripts(args.out, HELD_OUT, required=False)}
+    held = {normalize_text(t) for t in read_transcripts(args.out, HELD_OUT, required=False)}
     records = copy_records(transcripts, held, args.seed, args.corrupt)
     (args.out / f"{args.name}.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
     print(f"{args.name}.json: {len(records)} copy records from {len(transcripts)} transcripts "

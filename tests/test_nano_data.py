@@ -132,3 +132,24 @@ def test_route_copy_records_copy_their_prompt_and_leave_held_out_texts_out():
     assert all(e != "one two three four five" for e in edited)
     assert any(len(e.split()) != 5 for e in edited) and any("zebra" in e for e in edited)
     assert route_copy.corrupt("two words", rng, ["x"]) == "two words"  # too short to edit
+
+
+def test_route_copy_varied_records_ask_in_other_ways_and_still_copy():
+    texts = [f"Sentence number {i} is here." for i in range(200)]
+    plain = route_copy.copy_records(texts, set(), seed=1, share=0.3)
+    varied = route_copy.copy_records(texts, set(), seed=1, share=0.3, vary=0.5)
+    # the variation draws from its own stream: the same texts get the same edits, only the asking changes
+    assert [r["conversations"][1]["value"] for r in varied] == [r["conversations"][1]["value"] for r in plain]
+    canonical = 0
+    layouts = set()
+    for rec in varied:
+        human, answer = rec["conversations"][0]["value"], rec["conversations"][1]["value"]
+        if human == f"{answer}\nTranscribe the speech.":
+            canonical += 1
+            continue
+        found = [(lay, ins) for lay in route_copy.LAYOUTS for ins in route_copy.INSTRUCTIONS
+                 if lay.format(t=answer, i=ins) == human]
+        assert found, human  # every varied prompt is one layout of the answer and one instruction
+        layouts.add(found[0][0])
+    assert 60 < canonical < 140  # about half keep the canonical layout
+    assert len(layouts) >= 3  # instruction before and after the text, newline and space

@@ -108,7 +108,7 @@ def main() -> None:
                     help="Lyra-format sets in OUT whose transcripts are copied (missing default sets are skipped)")
     ap.add_argument("--corrupt", type=float, default=0.3, help="share of records with 1-2 words edited")
     ap.add_argument("--vary", type=float, default=0.0,
-                    help="share of records asked in other words or another layout (recipe 13: 0.5)")
+                    help="share of records asked in other words or another layout (stage 4k: 0.5)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="route_copy", help="writes OUT/NAME.json")
     args = ap.parse_args()

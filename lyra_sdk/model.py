@@ -339,10 +339,12 @@ class Lyra(nn.Module):
             as_text = beam and all(_spoken_only(p, r) for p, r in zip(prompts, refs, strict=True)
                                    if r.get(Modality.SPEECH))
             pieces: list[list[int] | None] = []
-            for e, segs in zip(encoded, segments, strict=True):
+            for b, (e, segs) in enumerate(zip(encoded, segments, strict=True)):
                 if Modality.SPEECH in e:
                     done = [self._compress(t, _speech_context(segs, k) if beam else None)
                             for k, (t, _) in enumerate(e[Modality.SPEECH])]
+                    _check_sparse_hearing(refs[b][Modality.SPEECH], media[b][Modality.SPEECH],
+                                          [r.pieces for r in done], self.llm.tokenizer)
                     as_text = as_text and all(r.pieces is not None for r in done)
                     if heard:
                         pieces.append([i for r, (t, _) in zip(done, e[Modality.SPEECH], strict=True)
@@ -766,6 +768,28 @@ def _check_wordless_speech(prompts: Sequence[Prompt], refs: Sequence[Mapping[Mod
                              "instruction, e.g. lyra run --prompt, to ask about the audio anyway)")
         for problem in problems:
             log.warning("%s: the model hears no words, so the answer is not about anything said", problem)
+
+
+SPARSE_WORDS_PER_SECOND = 0.5
+"""Fewer heard words per second than this (over at least 2 s of audio) is flagged: fluent speech gives 2-3."""
+
+
+def _check_sparse_hearing(items: Sequence[Any], samples: Sequence[Any], pieces: Sequence[Tensor | None],
+                          tokenizer: Any) -> None:
+    """Warn about each speech item in which the beam heard (almost) no words for its length: noise, music, or a
+    language the model was not trained on give a word fragment or two, and an answer about nothing said."""
+    from .media.audio import SAMPLE_RATE
+
+    for item, x, ids in zip(items, samples, pieces, strict=True):
+        if ids is None or not isinstance(x, np.ndarray):
+            continue
+        seconds = x.shape[0] / SAMPLE_RATE
+        text = tokenizer.decode(ids.tolist(), skip_special_tokens=True).strip()
+        words = len(text.split())
+        if seconds >= 2.0 and words <= SPARSE_WORDS_PER_SECOND * seconds:
+            name = item if isinstance(item, (str, os.PathLike)) else "a speech input"
+            log.warning("%s: heard only %d word(s) in %.1f s (%r): if it is not English speech, the answer is not "
+                        "about anything said", name, words, seconds, text)
 
 
 def _check_token_budget(modality: Modality, encoder: Encoder, samples: Any, rows: int, per_row: int,

@@ -82,7 +82,7 @@ def test_quiet_hf_loading_restores_the_progress_bar():
 
 
 @needs_nano
-def test_default_handles_silence_and_bad_audio(capsys, tmp_path):
+def test_default_handles_silence_and_bad_audio(capsys, caplog, tmp_path):
     import numpy as np
     import soundfile as sf
 
@@ -91,6 +91,15 @@ def test_default_handles_silence_and_bad_audio(capsys, tmp_path):
     assert run_cli(["run", "--speech", str(silence), "--max-new-tokens", "8"]) == 2  # no question in it
     assert "silence.wav is silent" in capsys.readouterr().err
     assert run_cli(["run", "--speech", str(silence), "-p", "What is said?", "--max-new-tokens", "8"]) == 0
+    # noise is not refused (it is not silent) but flagged: the beam hears a fragment, and the answer is about nothing
+    noise = tmp_path / "noise.wav"
+    sf.write(noise, np.random.default_rng(0).normal(0, 0.05, 16000 * 4).astype(np.float32), 16000)
+    with caplog.at_level("WARNING", logger="lyra_sdk.model"):
+        assert run_cli(["run", "--speech", str(noise), "--max-new-tokens", "8"]) == 0
+    assert any("noise.wav: heard only" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    assert run_cli(["run", "--speech", str(ROOT / "examples" / "audio" / "question.wav"), "--max-new-tokens", "8"]) == 0
+    assert not any("heard only" in r.getMessage() for r in caplog.records)  # a real question is not flagged
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF\x00\x00not audio at all")
     assert run_cli(["run", "--speech", str(bad)]) == 2

@@ -771,17 +771,18 @@ def _check_wordless_speech(prompts: Sequence[Prompt], refs: Sequence[Mapping[Mod
 
 
 SPARSE_WORDS_PER_SECOND = 0.5
-"""Fewer heard words per second than this (over at least 2 s of audio) is flagged: fluent speech gives 2-3."""
+"""At most this many heard words per second (over at least 2 s of audio) is flagged: fluent speech gives 2-3."""
 
 
 def _check_sparse_hearing(items: Sequence[Any], samples: Sequence[Any], pieces: Sequence[Tensor | None],
                           tokenizer: Any) -> None:
     """Warn about each speech item in which the beam heard (almost) no words for its length: noise, music, or a
-    language the model was not trained on give a word fragment or two, and an answer about nothing said."""
-    from .media.audio import SAMPLE_RATE
+    language the model was not trained on give a word fragment or two, and an answer about nothing said. Silent
+    or too-short clips are skipped (:func:`_check_wordless_speech` has flagged them already)."""
+    from .media.audio import SAMPLE_RATE, speech_problem
 
     for item, x, ids in zip(items, samples, pieces, strict=True):
-        if ids is None or not isinstance(x, np.ndarray):
+        if ids is None or not isinstance(x, np.ndarray) or speech_problem(x) is not None:
             continue
         seconds = x.shape[0] / SAMPLE_RATE
         text = tokenizer.decode(ids.tolist(), skip_special_tokens=True).strip()

@@ -54,17 +54,11 @@ def test_default_route_writes_down_what_it_heard(capsys):
     # typed text and (since stage 4j) copies them instead of rewriting them
     from lyra_sdk.evaluation import normalize_text
 
-    code = run_cli(["run", "--speech", str(ROOT / "examples" / "audio" / "sentence.flac"), "--prompt",
-                    "<speech>\nTranscribe the speech.", "--max-new-tokens", "32", "--show-heard"])
-    out = capsys.readouterr()
-    assert code == 0, out.err
-    heard = next(line[len("heard: "):] for line in out.err.splitlines() if line.startswith("heard: "))
-    assert "fox" in heard.lower() and "dog" in heard.lower()
-    assert normalize_text(out.out) == normalize_text(heard)
     # since stage 4k the route copies whatever the layout: recipe 12 appended "Transcribe the speech." after a
     # space, and echoed "Transcribe this audio:" (docs/benchmarks.md, prompt layouts). The beam reads the text
     # before the speech, so an instruction placed first can change what is heard: compare with each one's own.
-    for layout in ("<speech> Transcribe the speech.", "Transcribe this audio: <speech>"):
+    for layout in ("<speech>\nTranscribe the speech.", "<speech> Transcribe the speech.",
+                   "Transcribe this audio: <speech>"):
         code = run_cli(["run", "--speech", str(ROOT / "examples" / "audio" / "sentence.flac"), "--prompt", layout,
                         "--max-new-tokens", "32", "--show-heard"])
         out = capsys.readouterr()
@@ -72,6 +66,7 @@ def test_default_route_writes_down_what_it_heard(capsys):
         heard = next(line[len("heard: "):] for line in out.err.splitlines() if line.startswith("heard: "))
         assert "fox" in heard.lower() and "dog" in heard.lower(), layout
         assert normalize_text(out.out) == normalize_text(heard), layout
+
 
 def test_quiet_hf_loading_restores_the_progress_bar():
     from transformers.utils import logging as hf_logging
